@@ -1,0 +1,122 @@
+"""The gateway documents computed from the database: what the plugin needs
+to authorize, route, limit and budget a request, and LiteLLM's model list."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Prefetch
+
+from gateway.models import KeyGraceHash, ModelRoute, RouteDeployment, VirtualKey
+from gateway.providers import litellm_params
+from portal import crypto
+from portal.models import BudgetFields, Organization, Project, Team
+
+MILLION = Decimal(1_000_000)
+
+
+def _money(value: Decimal | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def budget(obj: BudgetFields) -> dict[str, Any]:
+    return {"max": _money(obj.max_budget), "soft": _money(obj.soft_budget), "period": obj.budget_period}
+
+
+def key_document(key: VirtualKey) -> dict[str, Any]:
+    routes = sorted(r.name for r in key.allowed_routes.all())
+    return {
+        "id": key.pk,
+        "name": key.name,
+        "org": key.organization_id,
+        "team": key.team_id,
+        "project": key.project_id,
+        "owner": key.owner.email if key.owner else None,
+        "status": key.status,
+        "expires_at": key.expires_at.timestamp() if key.expires_at else None,
+        "routes": routes or None,
+        "rpm": key.rpm_limit,
+        "tpm": key.tpm_limit,
+        "budget": budget(key),
+    }
+
+
+def hash_documents(key: VirtualKey) -> list[tuple[str, float | None]]:
+    """(sha256, grace_until) for the key's current secret and rotated-out ones."""
+    out: list[tuple[str, float | None]] = [(key.key_hash, None)]
+    out += [(g.key_hash, g.expires_at.timestamp()) for g in KeyGraceHash.objects.filter(key=key)]
+    return out
+
+
+def org_document(org: Organization) -> dict[str, Any]:
+    routes = ModelRoute.objects.filter(organization=org).prefetch_related("allowed_teams")
+    return {
+        "slug": org.slug,
+        "budget": budget(org),
+        "routes": {
+            r.name: {"group": f"{org.slug}/{r.name}", "active": r.is_active,
+                     "teams": sorted(t.pk for t in r.allowed_teams.all()) or None}
+            for r in routes
+        },
+    }
+
+
+def team_document(team: Team) -> dict[str, Any]:
+    return {"org": team.organization_id, "budget": budget(team)}
+
+
+def project_document(project: Project) -> dict[str, Any]:
+    return {"org": project.organization_id, "team": project.team_id, "budget": budget(project),
+            "langfuse": project_langfuse(project)}
+
+
+def project_langfuse(project: Project) -> dict[str, str] | None:
+    """The project's Langfuse target for LiteLLM's `langfuse_otel` logging."""
+    conn = getattr(project, "langfuse_connection", None)
+    if conn is None or not conn.enabled:
+        return None
+    return {"host": conn.host, "public_key": conn.public_key, "secret_key": conn.secret_key()}
+
+
+def _deployment_entry(route: ModelRoute, dep: RouteDeployment, group: str) -> dict[str, Any]:
+    cred = dep.credential
+    params = litellm_params(cred.provider if cred else None, dep.model, cred.settings if cred else {},
+                            crypto.decrypt_json(cred.secrets_encrypted) if cred else {}, dep.litellm_params)
+    params["weight"] = dep.weight
+    if dep.priority is not None:
+        params["order"] = dep.priority + 1  # LiteLLM's order starts at 1
+    if route.timeout_seconds:
+        params.setdefault("timeout", route.timeout_seconds)
+    if route.input_cost_per_million is not None:
+        params["input_cost_per_token"] = float(route.input_cost_per_million / MILLION)
+    if route.output_cost_per_million is not None:
+        params["output_cost_per_token"] = float(route.output_cost_per_million / MILLION)
+    if cred is None:
+        params.setdefault("api_key", "mock")
+    return {
+        "model_name": group,
+        "litellm_params": params,
+        "model_info": {"id": f"dep-{dep.pk}", "route": route.name, "org": route.organization_id,
+                       "deployment": dep.pk, "provider": cred.provider if cred else "mock"},
+    }
+
+
+def models_document() -> dict[str, Any]:
+    """LiteLLM's model list for every active route of every organization,
+    each under its organization-qualified model group."""
+    routes = (ModelRoute.objects.filter(is_active=True).select_related("organization")
+              .prefetch_related(Prefetch("deployments", RouteDeployment.objects.select_related("credential")),
+                                "fallback_links__fallback"))
+    model_list: list[dict[str, Any]] = []
+    fallbacks: list[dict[str, list[str]]] = []
+    retries: dict[str, int] = {}
+    for route in routes:
+        group = f"{route.organization.slug}/{route.name}"
+        model_list += [_deployment_entry(route, dep, group) for dep in route.deployments.all()]
+        chain = [f"{route.organization.slug}/{link.fallback.name}" for link in route.fallback_links.all()
+                 if link.fallback.is_active]
+        if chain:
+            fallbacks.append({group: chain})
+        retries[group] = route.num_retries
+    return {"model_list": model_list, "fallbacks": fallbacks, "retries": retries}

@@ -1,0 +1,33 @@
+"""python manage.py gateway_sync [--check]
+
+Pushes every key, route, budget and project to the gateway again; with
+--check, reports what differs without changing anything (exit code 1 on drift)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from gateway import sync
+
+
+class Command(BaseCommand):
+    help = "Push the whole gateway state again, or (--check) report drift."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--check", action="store_true", help="Only report drift; change nothing.")
+
+    def handle(self, *args: Any, check: bool, **options: Any) -> None:
+        backend = sync.backend()
+        if check:
+            problems = backend.drift()
+            for line in problems:
+                self.stdout.write(line)
+            self.stdout.write(f"{len(problems)} difference(s)")
+            if problems:
+                sys.exit(1)
+            return
+        backend.push_all()
+        self.stdout.write("pushed everything")

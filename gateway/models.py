@@ -1,0 +1,210 @@
+"""Gateway objects: provider credentials, model routes and virtual keys."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from portal.models import MONEY, BudgetFields, Organization, Project, Team
+
+ROUTE_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$",
+    "Use up to 100 letters, digits and . _ : / -, starting with a letter or digit.",
+)
+
+
+class ProviderType(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+    BEDROCK = "bedrock", "AWS Bedrock"
+    VERTEX_AI = "vertex_ai", "Google Vertex AI"
+    AZURE = "azure", "Azure OpenAI"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, TGI, Ollama...)"
+
+
+class ProviderCredential(models.Model):
+    """How one organization reaches one provider account. Secrets are
+    encrypted with the portal's key and never leave it in any API or page."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="credentials")
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=30, choices=ProviderType.choices)
+    settings = models.JSONField(default=dict, blank=True)
+    secrets_encrypted = models.TextField(blank=True)
+    secret_fields = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_credential_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelRoute(models.Model):
+    """A public model name users type (for example `chat`), served by an
+    ordered list of deployments, with retries and fallbacks. Two
+    organizations may each have a route of the same name; they never mix."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="routes")
+    name = models.CharField(max_length=100, validators=[ROUTE_NAME_VALIDATOR])
+    description = models.CharField(max_length=500, blank=True)
+    is_active = models.BooleanField(default=True)
+    num_retries = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(10)])
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True,
+                                                  validators=[MinValueValidator(1), MaxValueValidator(3600)])
+    input_cost_per_million = models.DecimalField(**MONEY, null=True, blank=True,
+                                                 validators=[MinValueValidator(Decimal(0))])
+    output_cost_per_million = models.DecimalField(**MONEY, null=True, blank=True,
+                                                  validators=[MinValueValidator(Decimal(0))])
+    allowed_teams = models.ManyToManyField(Team, blank=True, related_name="+",
+                                           help_text="Empty: every team of the organization may use it.")
+    fallbacks = models.ManyToManyField("self", through="RouteFallback", symmetrical=False, blank=True,
+                                       related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_route_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def model_group(self) -> str:
+        """The LiteLLM model group: organization-qualified, so names never collide."""
+        return f"{self.organization.slug}/{self.name}"
+
+
+class RouteDeployment(models.Model):
+    """One place a route can send a request: a provider credential and model,
+    with LiteLLM parameters from an allow-list."""
+
+    route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="deployments")
+    position = models.PositiveSmallIntegerField(default=0)
+    credential = models.ForeignKey(ProviderCredential, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="deployments")
+    model = models.CharField(max_length=200, help_text="The provider's model id, e.g. gpt-4o-mini.")
+    litellm_params = models.JSONField(default=dict, blank=True)
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(1000)])
+    priority = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MaxValueValidator(100)],
+                                                help_text="Lower is tried first; empty: weighted shuffle.")
+
+    class Meta:
+        ordering = ["route", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.route.name}[{self.position}] {self.model}"
+
+
+class RouteFallback(models.Model):
+    """Where a route's requests go, in order, when all its deployments fail."""
+
+    route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="fallback_links")
+    fallback = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["route", "position"]
+        constraints = [models.UniqueConstraint(fields=["route", "fallback"], name="uniq_route_fallback")]
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    BLOCKED = "blocked", "Blocked"
+    REVOKED = "revoked", "Revoked"
+
+
+class VirtualKey(BudgetFields):
+    """An API key for the gateway. Only its SHA-256 and a display prefix are
+    stored; the plaintext is shown once, at creation or rotation."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="keys")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="keys")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="keys")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="virtual_keys")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    key_prefix = models.CharField(max_length=16)
+    allowed_routes = models.ManyToManyField(ModelRoute, blank=True, related_name="keys",
+                                            help_text="Empty: every route the key's team may use.")
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MaxValueValidator(10_000_000)])
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MaxValueValidator(1_000_000_000)])
+    expires_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "status"]),
+            models.Index(fields=["organization", "team"]),
+            models.Index(fields=["organization", "project"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}...)"
+
+
+class KeyGraceHash(models.Model):
+    """A rotated-out secret of a key that keeps working until `expires_at`."""
+
+    key = models.ForeignKey(VirtualKey, on_delete=models.CASCADE, related_name="grace_hashes")
+    key_hash = models.CharField(max_length=64, unique=True)
+    key_prefix = models.CharField(max_length=16)
+    expires_at = models.DateTimeField()
+
+
+class IdempotencyRecord(models.Model):
+    """Remembers an `Idempotency-Key` of a key creation, so that a retried
+    request gets the same key record instead of a second key."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    principal = models.CharField(max_length=40)
+    idempotency_key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    virtual_key = models.ForeignKey(VirtualKey, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "principal", "idempotency_key"],
+                                               name="uniq_idempotency_key")]
+
+
+class SyncKind(models.TextChoices):
+    KEY = "key", "Virtual key"
+    ROUTES = "routes", "Routes and credentials of an organization"
+    ORGANIZATION = "organization", "Organization budget and members"
+    TEAM = "team", "Team budget"
+    PROJECT = "project", "Project budget and tracing"
+
+
+class SyncOutbox(models.Model):
+    """A change the gateway must learn about, written in the same transaction
+    as the change itself so that none is lost; pushed right after commit and,
+    if that fails, by the `sync` queue with backoff."""
+
+    kind = models.CharField(max_length=20, choices=SyncKind.choices)
+    object_id = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["done_at", "next_attempt_at"])]

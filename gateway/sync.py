@@ -1,0 +1,225 @@
+"""Pushing the portal's state to the gateway.
+
+Changes land in the `SyncOutbox` inside their own transaction. Right after
+commit the web process pushes them (so a revocation reaches every proxy in
+milliseconds); whatever fails stays in the outbox and the `sync` queue
+retries it with backoff. `push_all` pushes everything (`gateway_sync`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from gateway import documents
+from gateway.models import SyncKind, SyncOutbox, VirtualKey
+from gateway.plugin import contract
+from portal.models import Organization, Project, Team
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = dt.timedelta(minutes=10)
+_local = threading.local()
+
+
+class Backend(Protocol):
+    def push(self, kind: str, object_id: int) -> None: ...
+
+    def push_all(self) -> None: ...
+
+
+def redis_client() -> redis.Redis:
+    client = getattr(_local, "redis", None)
+    if client is None:
+        client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=2,
+                                      socket_connect_timeout=2, health_check_interval=30)
+        _local.redis = client
+    return client
+
+
+class ManagedBackend:
+    """Writes the documents the plugin reads, then tells every proxy."""
+
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        self.r = client or redis_client()
+        self._set = self.r.register_script(contract.SET_IF_NEWER)
+        self._delete = self.r.register_script(contract.DELETE_IF_NOT_NEWER)
+
+    def _version(self) -> int:
+        return int(self.r.incr(contract.VERSION))
+
+    def _write(self, key: str, doc: dict[str, Any], v: int, expire_at: float | None = None) -> None:
+        doc = {**doc, "v": v}
+        self._set(keys=[key], args=[json.dumps(doc, separators=(",", ":")), v, int(expire_at or 0)])
+
+    def _publish(self, kind: str, object_id: int, **extra: Any) -> None:
+        self.r.publish(contract.EVENTS, json.dumps({"type": kind, "id": object_id, **extra}))
+
+    def push(self, kind: str, object_id: int) -> None:
+        getattr(self, f"push_{kind}")(object_id)
+
+    def push_key(self, key_id: int) -> None:
+        v = self._version()
+        key = (VirtualKey.objects.select_related("owner").prefetch_related("allowed_routes")
+               .filter(pk=key_id).first())
+        if key is None:
+            self._delete(keys=[contract.key_doc(key_id)], args=[v])
+            self._publish("key", key_id)
+            return
+        hashes = documents.hash_documents(key)
+        for sha, grace_until in hashes:
+            expire = grace_until + 7 * 86400 if grace_until is not None else None
+            self._write(contract.hash_doc(sha), {"key_id": key.pk, "grace_until": grace_until}, v, expire)
+        self._write(contract.key_doc(key.pk), documents.key_document(key), v)
+        self._publish("key", key.pk, hashes=[sha for sha, _ in hashes])
+
+    def push_organization(self, org_id: int) -> None:
+        v = self._version()
+        org = Organization.objects.filter(pk=org_id).first()
+        if org is None:
+            self._delete(keys=[contract.org_doc(org_id)], args=[v])
+        else:
+            self._write(contract.org_doc(org.pk), documents.org_document(org), v)
+        self._publish("org", org_id)
+
+    def push_routes(self, org_id: int) -> None:
+        self.push_organization(org_id)
+        self.push_models()
+
+    def push_models(self) -> None:
+        v = self._version()
+        self._write(contract.MODELS, documents.models_document(), v)
+        self._publish("models", 0, v=v)
+
+    def push_team(self, team_id: int) -> None:
+        v = self._version()
+        team = Team.objects.filter(pk=team_id).first()
+        if team is None:
+            self._delete(keys=[contract.team_doc(team_id)], args=[v])
+        else:
+            self._write(contract.team_doc(team.pk), documents.team_document(team), v)
+        self._publish("team", team_id)
+
+    def push_project(self, project_id: int) -> None:
+        v = self._version()
+        project = Project.objects.filter(pk=project_id).first()
+        if project is None:
+            self._delete(keys=[contract.project_doc(project_id)], args=[v])
+        else:
+            self._write(contract.project_doc(project.pk), documents.project_document(project), v)
+        self._publish("project", project_id)
+
+    def push_all(self) -> None:
+        for org_id in Organization.objects.values_list("pk", flat=True):
+            self.push_organization(org_id)
+        for team_id in Team.objects.values_list("pk", flat=True):
+            self.push_team(team_id)
+        for project_id in Project.objects.values_list("pk", flat=True):
+            self.push_project(project_id)
+        for key_id in VirtualKey.objects.values_list("pk", flat=True).iterator():
+            self.push_key(key_id)
+        self.push_models()
+
+    def expected(self) -> dict[str, dict[str, Any]]:
+        """Every document as the database says it should be (without "v")."""
+        out: dict[str, dict[str, Any]] = {}
+        for org in Organization.objects.all():
+            out[contract.org_doc(org.pk)] = documents.org_document(org)
+        for team in Team.objects.all():
+            out[contract.team_doc(team.pk)] = documents.team_document(team)
+        for project in Project.objects.all():
+            out[contract.project_doc(project.pk)] = documents.project_document(project)
+        for key in VirtualKey.objects.select_related("owner").prefetch_related("allowed_routes").iterator(500):
+            out[contract.key_doc(key.pk)] = documents.key_document(key)
+            for sha, grace_until in documents.hash_documents(key):
+                out[contract.hash_doc(sha)] = {"key_id": key.pk, "grace_until": grace_until}
+        out[contract.MODELS] = documents.models_document()
+        return out
+
+    def drift(self) -> list[str]:
+        """What differs between the database and Redis, one line each."""
+        problems = []
+        for name, want in self.expected().items():
+            raw = self.r.get(name)
+            if raw is None:
+                problems.append(f"missing {name}")
+                continue
+            have = json.loads(raw)
+            have.pop("v", None)
+            if have != json.loads(json.dumps(want)):
+                problems.append(f"stale   {name}")
+        return problems
+
+
+def backend() -> Backend:
+    if settings.GATEWAY_MODE == "litellm-admin":
+        from gateway.litellm_admin import AdminBackend
+
+        return AdminBackend()
+    return ManagedBackend()
+
+
+def _due(now: dt.datetime) -> Any:
+    return SyncOutbox.objects.filter(done_at=None).exclude(next_attempt_at__gt=now)
+
+
+def process(rows: Iterable[SyncOutbox], push: Backend | None = None) -> int:
+    """Push each change once (several changes of one object in one go);
+    failures back off exponentially. Returns how many were pushed."""
+    push = push or backend()
+    pushed = 0
+    now = timezone.now()
+    seen: dict[tuple[str, int], list[int]] = {}
+    for row in rows:
+        seen.setdefault((row.kind, row.object_id), []).append(row.pk)
+    for (kind, object_id), ids in seen.items():
+        try:
+            push.push(kind, object_id)
+        except Exception as exc:  # the row stays, retried later
+            attempts = SyncOutbox.objects.filter(pk__in=ids).values_list("attempts", flat=True)
+            n = max(attempts, default=0) + 1
+            delay = min(dt.timedelta(seconds=2 ** min(n, 10)), MAX_BACKOFF)
+            SyncOutbox.objects.filter(pk__in=ids).update(attempts=n, next_attempt_at=now + delay,
+                                                         last_error=f"{type(exc).__name__}: {exc}"[:500])
+            log.warning("gateway push of %s %s failed (attempt %s): %s", kind, object_id, n, type(exc).__name__)
+        else:
+            SyncOutbox.objects.filter(pk__in=ids, done_at=None).update(done_at=timezone.now())
+            pushed += 1
+    return pushed
+
+
+def drain_outbox(limit: int = 500) -> int:
+    """Push what is due. Rows are claimed with SKIP LOCKED, so several
+    workers (and web processes) never push the same row at once."""
+    with transaction.atomic():
+        rows = list(_due(timezone.now()).order_by("pk").select_for_update(skip_locked=True)[:limit])
+        return process(rows)
+
+
+def drain_outbox_soon() -> None:
+    """Called right after a commit that wrote to the outbox: push now, in
+    this process; if Redis is unreachable the `sync` queue retries later."""
+    if getattr(_local, "draining", False):
+        return
+    _local.draining = True
+    try:
+        drain_outbox()
+    except Exception as exc:
+        log.warning("immediate gateway push failed, left to the sync queue: %s", type(exc).__name__)
+    finally:
+        _local.draining = False
+
+
+def purge_done(older_than: dt.timedelta = dt.timedelta(days=7)) -> int:
+    deleted, _ = SyncOutbox.objects.filter(done_at__lt=timezone.now() - older_than).delete()
+    return deleted
+
+
+__all__ = ["SyncKind", "backend", "drain_outbox", "drain_outbox_soon", "process", "redis_client"]

@@ -1,0 +1,36 @@
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from gateway.api.views import CredentialViewSet, KeyViewSet, RouteViewSet
+from portal.api import views
+
+ORG = r"orgs/(?P<org_slug>[^/]+)"
+
+
+class Router(SimpleRouter):
+    """Like SimpleRouter, without PUT: every update is a PATCH."""
+
+    def get_method_map(self, viewset, method_map):  # type: ignore[no-untyped-def]
+        return {m: a for m, a in super().get_method_map(viewset, method_map).items() if m != "put"}
+
+
+router = Router(trailing_slash=True)
+router.register(f"{ORG}/members", views.MemberViewSet, basename="member")
+router.register(f"{ORG}/teams/(?P<team_id>[0-9]+)/members", views.TeamMemberViewSet, basename="team-member")
+router.register(f"{ORG}/teams", views.TeamViewSet, basename="team")
+router.register(f"{ORG}/projects", views.ProjectViewSet, basename="project")
+router.register(f"{ORG}/credentials", CredentialViewSet, basename="credential")
+router.register(f"{ORG}/routes", RouteViewSet, basename="route")
+router.register(f"{ORG}/keys", KeyViewSet, basename="key")
+router.register(f"{ORG}/tokens", views.ApiTokenViewSet, basename="token")
+router.register(f"{ORG}/audit-log", views.AuditLogViewSet, basename="audit-log")
+
+org_detail = views.OrganizationViewSet.as_view({"get": "retrieve", "patch": "partial_update"})
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("orgs/<str:org_slug>/", org_detail, name="organization-detail"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,12 @@
+"""The Celery app. Queues: `sync` (pushes to the gateway), `usage` (usage
+ingestion), `evals` (evaluations and benchmarks)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("api/v1/", include(("portal.api.urls", "api"), namespace="api")),
+    path("admin/", admin.site.urls),
+    path("", include(("portal.web.urls", "web"), namespace="web")),
+]
+
+handler404 = "portal.web.views.not_found"
+handler500 = "portal.web.views.server_error"
