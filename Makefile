@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) manage.py demo
+	bash scripts/demo.sh
 
 test: $(STAMP)
 	bash scripts/ensure_services.sh

@@ -51,6 +51,14 @@ class BudgetFields(models.Model):
         abstract = True
 
 
+class OrganizationQuerySet(models.QuerySet["Organization"]):
+    def by_slug(self, slug: str) -> Organization | None:
+        """The organization with this slug, or None (also for strings that cannot be slugs)."""
+        if not isinstance(slug, str) or not SLUG_VALIDATOR.regex.fullmatch(slug):
+            return None
+        return self.filter(slug=slug).first()
+
+
 class Organization(BudgetFields):
     """A tenant. Everything else belongs to exactly one organization, and no
     row of one organization is ever visible to another."""
@@ -58,6 +66,8 @@ class Organization(BudgetFields):
     slug = models.CharField(max_length=50, unique=True, validators=[SLUG_VALIDATOR])
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrganizationQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.slug

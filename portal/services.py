@@ -65,6 +65,7 @@ def organization_create(*, slug: str, name: str, owner_email: str, label: str = 
     org = Organization(slug=slug, name=name)
     org.full_clean()
     org.save()
+    changes.organization_changed(org.pk)
     owner = user_get_or_create(email=owner_email)
     membership = Membership.objects.create(organization=org, user=owner, role=OrgRole.OWNER)
     actor = system_actor(org, label)
@@ -98,6 +99,11 @@ def _guard_owner_change(actor: Actor, *roles: str) -> None:
         raise PermissionDenied("Only an owner can grant or take away the owner role.")
 
 
+def _guard_self(actor: Actor, membership: Membership) -> None:
+    if actor.user is not None and membership.user_id == actor.user.pk and actor.label_override is None:
+        raise PermissionDenied("You cannot change or remove your own membership; ask another admin.")
+
+
 def _guard_last_owner(org: Organization, membership: Membership) -> None:
     owners = Membership.objects.filter(organization=org, role=OrgRole.OWNER).exclude(pk=membership.pk)
     if membership.role == OrgRole.OWNER and not owners.exists():
@@ -121,6 +127,7 @@ def member_add(*, actor: Actor, email: str, role: str) -> Membership:
 def member_update(*, actor: Actor, membership: Membership, role: str) -> Membership:
     actor.require(OrgRole.ADMIN)
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    _guard_self(actor, membership)
     _guard_owner_change(actor, role, membership.role)
     before = _membership_state(membership)
     if role != OrgRole.OWNER:
@@ -135,6 +142,7 @@ def member_update(*, actor: Actor, membership: Membership, role: str) -> Members
 def member_remove(*, actor: Actor, membership: Membership) -> None:
     actor.require(OrgRole.ADMIN)
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    _guard_self(actor, membership)
     _guard_owner_change(actor, membership.role)
     _guard_last_owner(actor.organization, membership)
     audit.record(actor, "membership.delete", membership, before=_membership_state(membership))
@@ -156,6 +164,7 @@ def team_create(*, actor: Actor, data: dict[str, Any]) -> Team:
     team.full_clean()
     team.save()
     audit.record(actor, "team.create", team, after=audit.snapshot(team, TEAM_FIELDS))
+    changes.team_changed(team.pk)
     return team
 
 
@@ -179,6 +188,8 @@ def team_delete(*, actor: Actor, team: Team) -> None:
     if team.projects.exists():
         raise ValidationError({"team": "The team still has projects; delete or move them first."})
     audit.record(actor, "team.delete", team, before=audit.snapshot(team, TEAM_FIELDS))
+    changes.team_changed(team.pk)
+    changes.routes_changed(actor.organization.pk)  # routes open to this team change too
     team.delete()
 
 
@@ -230,6 +241,7 @@ def project_create(*, actor: Actor, data: dict[str, Any]) -> Project:
     project.full_clean()
     project.save()
     audit.record(actor, "project.create", project, after=audit.snapshot(project, PROJECT_FIELDS))
+    changes.project_changed(project.pk)
     return project
 
 
@@ -255,6 +267,9 @@ def project_delete(*, actor: Actor, project: Project) -> None:
     if project.keys.exclude(status="revoked").exists():
         raise ValidationError({"project": "The project still has keys that are not revoked; revoke them first."})
     audit.record(actor, "project.delete", project, before=audit.snapshot(project, PROJECT_FIELDS))
+    for key_id in project.keys.values_list("pk", flat=True):
+        changes.key_changed(key_id)
+    changes.project_changed(project.pk)
     project.keys.all().delete()
     project.delete()
 

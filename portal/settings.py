@@ -145,11 +145,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Organizations, teams, projects, provider credentials, model routes and virtual keys.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "ENUM_NAME_OVERRIDES": {
         "OrgRoleEnum": "portal.models.OrgRole.choices",
         "BudgetPeriodEnum": "portal.models.BudgetPeriod.choices",
+        "TeamRoleEnum": "portal.models.TeamRole.choices",
+        "KeyStatusEnum": "gateway.models.KeyStatus.choices",
     },
 }
 

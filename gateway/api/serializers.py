@@ -12,13 +12,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from gateway import providers
-from gateway.models import ModelRoute, ProviderCredential, ProviderType, VirtualKey
+from gateway.models import ROUTE_NAME_VALIDATOR, ModelRoute, ProviderCredential, ProviderType, VirtualKey
 from portal.api.serializers import BUDGET_FIELDS, BudgetSerializerMixin, OrgScopedRelatedField, RelatedList
 from portal.models import Project, Team
 
 User = get_user_model()
+ROUTE_NAME_RE = ROUTE_NAME_VALIDATOR.regex
 
 
+@extend_schema_field(serializers.CharField(max_length=100))
 class RouteNameField(serializers.SlugRelatedField):
     """A route of this organization, by its public name."""
 
@@ -29,6 +31,11 @@ class RouteNameField(serializers.SlugRelatedField):
         org = self.context.get("organization")
         return ModelRoute.objects.filter(organization=org) if org else ModelRoute.objects.none()
 
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str) or not ROUTE_NAME_RE.fullmatch(data):
+            self.fail("does_not_exist", slug_name=self.slug_field, value=str(data)[:100].replace("\x00", ""))
+        return super().to_internal_value(data)
+
 
 @extend_schema_field(serializers.EmailField(allow_null=True))
 class MemberEmailField(serializers.Field):
@@ -37,7 +44,7 @@ class MemberEmailField(serializers.Field):
     default_error_messages = {"unknown": "No member of this organization has this email."}
 
     def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str) or len(data) > 254:
+        if not isinstance(data, str) or len(data) > 254 or "\x00" in data:
             self.fail("unknown")
         user = User.objects.filter(email__iexact=data, memberships__organization=self.context["organization"]).first()
         if user is None:

@@ -62,7 +62,7 @@ def _apply(route: ModelRoute, data: dict[str, Any]) -> None:
     for name in ROUTE_FIELDS:
         if name in data:
             setattr(route, name, data[name])
-    route.full_clean(validate_unique=False)
+    route.full_clean(validate_unique=False, validate_constraints=False)
     if ModelRoute.objects.filter(organization=route.organization, name=route.name).exclude(pk=route.pk).exists():
         raise ValidationError({"name": "A route with this name already exists."})
     route.save()

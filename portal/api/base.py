@@ -50,7 +50,7 @@ class OrgScopedViewSet(viewsets.GenericViewSet):
         self._check_role(request)
 
     def _resolve_organization(self, request: Request, slug: str) -> Organization:
-        org = Organization.objects.filter(slug=slug).first() if len(slug) <= 50 else None
+        org = Organization.objects.by_slug(slug)
         if org is None:
             raise exceptions.NotFound()
         token = request.auth if isinstance(request.auth, ApiToken) else None

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.db.models import Model, QuerySet
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.models import (
@@ -22,6 +24,7 @@ from portal.models import (
 )
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class OrgScopedRelatedField(serializers.PrimaryKeyRelatedField):
     """A foreign key that accepts only objects of the organization in the
     serializer's context; another tenant's id reads as "does not exist"."""

@@ -47,7 +47,9 @@ def org_view(func: View) -> View:
     @login_required
     @wraps(func)
     def wrapper(request: HttpRequest, org_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        org = get_object_or_404(Organization, slug=org_slug)
+        org = Organization.objects.by_slug(org_slug)
+        if org is None:
+            raise Http404
         try:
             actor = actor_for_user(org, request.user, ip_address=request.META.get("REMOTE_ADDR"))
         except NotAMember:
