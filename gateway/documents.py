@@ -29,6 +29,7 @@ def key_document(key: VirtualKey) -> dict[str, Any]:
     return {
         "id": key.pk,
         "name": key.name,
+        "prefix": key.key_prefix,
         "org": key.organization_id,
         "team": key.team_id,
         "project": key.project_id,

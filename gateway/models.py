@@ -208,3 +208,59 @@ class SyncOutbox(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["done_at", "next_attempt_at"])]
+
+
+class UsageRecord(models.Model):
+    """One request through the gateway, as the plugin reported it. Written
+    in batches by the usage consumer, at most once per request id."""
+
+    request_id = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField()
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    key = models.ForeignKey(VirtualKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    owner_email = models.CharField(max_length=254, blank=True)
+    route = models.CharField(max_length=100)
+    model_group = models.CharField(max_length=160)
+    deployment = models.CharField(max_length=100, blank=True)
+    provider_model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+    latency_ms = models.FloatField(default=0)
+    status = models.CharField(max_length=10)
+    status_code = models.PositiveSmallIntegerField(default=200)
+    error_class = models.CharField(max_length=100, blank=True)
+    trace_id = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organization", "created_at"]),
+            models.Index(fields=["key", "created_at"]),
+        ]
+
+
+class UsageDaily(models.Model):
+    """Usage summed per organization, day (UTC), key and route: what the
+    usage API and the dashboards read, so they stay fast with millions of
+    requests."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    key = models.ForeignKey(VirtualKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    owner_email = models.CharField(max_length=254, blank=True)
+    route = models.CharField(max_length=100)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+    latency_ms_sum = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "day", "key", "route"],
+                                               name="uniq_usage_daily")]
+        indexes = [models.Index(fields=["organization", "day"])]

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gateway import documents
+from gateway import documents, usage
 from gateway.models import SyncKind, SyncOutbox, VirtualKey
 from gateway.plugin import contract
 from portal.models import Organization, Project, Team
@@ -34,13 +34,18 @@ class Backend(Protocol):
 
     def push_all(self) -> None: ...
 
+    def drift(self) -> list[str]: ...
+
 
 def redis_client() -> redis.Redis:
-    client = getattr(_local, "redis", None)
+    clients = getattr(_local, "redis", None)
+    if clients is None:
+        clients = _local.redis = {}
+    client = clients.get(settings.REDIS_URL)
     if client is None:
-        client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=2,
-                                      socket_connect_timeout=2, health_check_interval=30)
-        _local.redis = client
+        client = clients[settings.REDIS_URL] = redis.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2,
+            health_check_interval=30)
     return client
 
 
@@ -117,6 +122,8 @@ class ManagedBackend:
         self._publish("project", project_id)
 
     def push_all(self) -> None:
+        """Everything, again; then restore missing spend counters from the
+        database and mark the state as loaded."""
         for org_id in Organization.objects.values_list("pk", flat=True):
             self.push_organization(org_id)
         for team_id in Team.objects.values_list("pk", flat=True):
@@ -126,6 +133,33 @@ class ManagedBackend:
         for key_id in VirtualKey.objects.values_list("pk", flat=True).iterator():
             self.push_key(key_id)
         self.push_models()
+        self.restore_spend()
+        self.r.set(contract.EPOCH, str(timezone.now().timestamp()))
+        self._publish("reset", 0)
+
+    def restore_spend(self) -> int:
+        """Counters Redis lost (a restart without persistence) come back from
+        the usage rollups. Existing counters are left alone: they may hold
+        spend the database has not ingested yet."""
+        now = timezone.now()
+        restored = 0
+        scopes: list[tuple[str, Any]] = [("org", Organization), ("team", Team), ("project", Project),
+                                         ("key", VirtualKey)]
+        for scope, model in scopes:
+            with_budget = model.objects.exclude(max_budget=None, soft_budget=None)
+            for obj in with_budget.only("pk", "budget_period").iterator():
+                label = contract.period_start(obj.budget_period, now)
+                name = contract.budget_keys(scope, obj.pk, label)[0]
+                nano = int(usage.period_spend(scope, obj.pk, obj.budget_period, now) * contract.NANO)
+                end = contract.period_end(obj.budget_period, now)
+                if self.r.set(name, nano, nx=True):
+                    restored += 1
+                    if end:
+                        self.r.expireat(name, int(end.timestamp()) + 7 * 86400)
+        return restored
+
+    def state_loaded(self) -> bool:
+        return bool(self.r.exists(contract.EPOCH))
 
     def expected(self) -> dict[str, dict[str, Any]]:
         """Every document as the database says it should be (without "v")."""
@@ -215,6 +249,19 @@ def drain_outbox_soon() -> None:
         log.warning("immediate gateway push failed, left to the sync queue: %s", type(exc).__name__)
     finally:
         _local.draining = False
+
+
+def ensure_state_loaded() -> bool:
+    """After Redis lost its data (restart without persistence), push
+    everything again. Returns whether it had to."""
+    if settings.GATEWAY_MODE != "managed":
+        return False
+    backend = ManagedBackend()
+    if backend.state_loaded():
+        return False
+    log.warning("gateway state missing from Redis (restart?); pushing everything again")
+    backend.push_all()
+    return True
 
 
 def purge_done(older_than: dt.timedelta = dt.timedelta(days=7)) -> int:

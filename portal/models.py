@@ -65,6 +65,10 @@ class Organization(BudgetFields):
 
     slug = models.CharField(max_length=50, unique=True, validators=[SLUG_VALIDATOR])
     name = models.CharField(max_length=200)
+    alert_emails = models.CharField(max_length=1000, blank=True,
+                                    help_text="Comma-separated; empty: the organization's owners and admins.")
+    alert_webhook_url = models.URLField(max_length=500, blank=True,
+                                        help_text="Receives a JSON POST for every budget or evaluation alert.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = OrganizationQuerySet.as_manager()

@@ -29,7 +29,7 @@ from portal.models import (
 from portal.tokens import API_TOKEN_PREFIX, new_secret
 
 BUDGET_FIELDS = ("max_budget", "soft_budget", "budget_period")
-ORG_FIELDS = ("slug", "name", *BUDGET_FIELDS)
+ORG_FIELDS = ("slug", "name", *BUDGET_FIELDS, "alert_emails", "alert_webhook_url")
 TEAM_FIELDS = ("name", "description", *BUDGET_FIELDS)
 PROJECT_FIELDS = ("name", "description", "team", *BUDGET_FIELDS)
 User = get_user_model()
@@ -79,7 +79,7 @@ def organization_update(*, actor: Actor, data: dict[str, Any]) -> Organization:
     actor.require(OrgRole.ADMIN)
     org = Organization.objects.select_for_update().get(pk=actor.organization.pk)
     before = audit.snapshot(org, ORG_FIELDS)
-    _apply(org, data, ("name", *BUDGET_FIELDS))
+    _apply(org, data, ("name", *BUDGET_FIELDS, "alert_emails", "alert_webhook_url"))
     _check_budget(org)
     org.full_clean()
     org.save()

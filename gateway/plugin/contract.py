@@ -11,9 +11,12 @@ Version 1, under a prefix (default `llmp`):
   {p}:v1:project:{id}       -> {"budget", "langfuse": {host, public_key, secret_key} | null}
   {p}:v1:models             -> {"model_list": [...], "fallbacks": [...], "retries": {...}}
   {p}:v1:version            -> counter; every document carries the "v" it was written with
+  {p}:v1:epoch              -> set by the portal's full push (absent: the state is not loaded)
   {p}:v1:events             -> pub/sub channel: {"type": "key"|"org"|"team"|"project"|"models", "id": int}
-  {p}:v1:spend:{scope}:{id}:{period}   -> USD spent (float), scope in key|project|team|org
-  {p}:v1:held:{scope}:{id}:{period}    -> USD reserved by requests in flight
+  {p}:v1:spend:{scope}:{id}:{period}   -> nano-USD spent, scope in key|project|team|org
+  {p}:v1:held:{scope}:{id}:{period}    -> nano-USD reserved by requests in flight
+  {p}:v1:holds|holdexp:{scope}:{id}:{period} -> each reservation and when it lapses
+  {p}:v1:rl:req|tok:{key id}:{minute}  -> requests and tokens of a key in a minute
   {p}:v1:usage              -> stream of usage events (consumer group "portal")
 
 Every document is JSON with a "v" field; a write only replaces a document
@@ -30,6 +33,7 @@ PREFIX = os.environ.get("GATEWAY_REDIS_PREFIX", "llmp")
 BASE = f"{PREFIX}:v{SCHEMA_VERSION}"
 
 EVENTS = f"{BASE}:events"
+EPOCH = f"{BASE}:epoch"  # set by a full push; missing after a Redis restart without persistence
 VERSION = f"{BASE}:version"
 MODELS = f"{BASE}:models"
 USAGE_STREAM = f"{BASE}:usage"
@@ -83,12 +87,21 @@ def period_end(period: str, now: dt.datetime) -> dt.datetime | None:
     return None
 
 
+NANO = 1_000_000_000  # money in Redis is integer nano-USD, so concurrent additions are exact
+
+
 def spend_key(scope: str, ident: int, period_label: str) -> str:
     return f"{BASE}:spend:{scope}:{ident}:{period_label}"
 
 
-def held_key(scope: str, ident: int, period_label: str) -> str:
-    return f"{BASE}:held:{scope}:{ident}:{period_label}"
+def budget_keys(scope: str, ident: int, period_label: str) -> list[str]:
+    """spend, held (running sum of reservations), holds (hash), hold expiries (zset)."""
+    base = f"{BASE}:%s:{scope}:{ident}:{period_label}"
+    return [base % "spend", base % "held", base % "holds", base % "holdexp"]
+
+
+def rate_keys(key_id: int, minute: int) -> list[str]:
+    return [f"{BASE}:rl:req:{key_id}:{minute}", f"{BASE}:rl:tok:{key_id}:{minute}"]
 
 
 # KEYS[1] = document key, ARGV[1] = JSON with "v", ARGV[2] = v, ARGV[3] = expire-at epoch or "0"
@@ -116,4 +129,67 @@ if cur then
   redis.call('DEL', KEYS[1])
 end
 return 1
+"""
+
+
+# Reserve before a request. KEYS: rl_req, rl_tok, then 4 per scope (see budget_keys).
+# ARGV: now_ms, request id, estimate (nano), hold ttl ms, rpm (-1 none), tpm (-1 none), n scopes,
+# then n max budgets (nano, -1 none).
+# Admits while spend + held < max for every scope, so once a budget is
+# reached only the requests already in flight can still add to it.
+RESERVE = """
+local now, req, est, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local rpm, tpm, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+for i = 0, n - 1 do
+  local spend_k, held_k, holds_k, exp_k = KEYS[3 + i * 4], KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4]
+  local max = tonumber(ARGV[8 + i])
+  if max >= 0 then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', exp_k, '-inf', now)) do
+      local e = redis.call('HGET', holds_k, m)
+      if e then redis.call('DECRBY', held_k, e); redis.call('HDEL', holds_k, m) end
+      redis.call('ZREM', exp_k, m)
+    end
+    local spent = tonumber(redis.call('GET', spend_k) or '0')
+    local held = tonumber(redis.call('GET', held_k) or '0')
+    if spent + held >= max then return {'budget', i, tostring(spent), tostring(held)} end
+  end
+end
+if rpm >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then return {'rpm'} end
+if tpm >= 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm then return {'tpm'} end
+if rpm >= 0 then redis.call('INCR', KEYS[1]); redis.call('PEXPIRE', KEYS[1], 61000) end
+for i = 0, n - 1 do
+  if tonumber(ARGV[8 + i]) >= 0 then
+    local held_k, holds_k, exp_k = KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4]
+    redis.call('INCRBY', held_k, est)
+    redis.call('HSET', holds_k, req, est)
+    redis.call('ZADD', exp_k, now + ttl, req)
+    redis.call('PEXPIRE', held_k, ttl * 2); redis.call('PEXPIRE', holds_k, ttl * 2); redis.call('PEXPIRE', exp_k, ttl * 2)
+  end
+end
+return {'ok'}
+"""
+
+# Settle after a request. KEYS: rl_tok, usage stream, alerts stream, then 4 per scope.
+# ARGV: request id, cost (nano), tokens, n, usage event JSON, then per scope:
+# soft budget (nano, -1 none), expire-at epoch (0 never), scope name, scope id, period.
+# Releases the reservation, adds the real cost, appends the usage event, and
+# raises one soft-budget alert per scope and period, when spend crosses it.
+SETTLE = """
+local req, cost, tokens, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 0, n - 1 do
+  local spend_k, held_k, holds_k, exp_k = KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4]
+  local e = redis.call('HGET', holds_k, req)
+  if e then redis.call('DECRBY', held_k, e); redis.call('HDEL', holds_k, req); redis.call('ZREM', exp_k, req) end
+  local a = 6 + i * 5
+  local soft, expire_at = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local before = tonumber(redis.call('GET', spend_k) or '0')
+  local after = redis.call('INCRBY', spend_k, cost)
+  if expire_at > 0 then redis.call('EXPIREAT', spend_k, expire_at) end
+  if soft >= 0 and before < soft and after >= soft then
+    redis.call('XADD', KEYS[3], '*', 'scope', ARGV[a + 2], 'id', ARGV[a + 3], 'period', ARGV[a + 4],
+               'spend', tostring(after), 'soft', tostring(soft))
+  end
+end
+if tokens > 0 then redis.call('INCRBY', KEYS[1], tokens); redis.call('PEXPIRE', KEYS[1], 61000) end
+return redis.call('XADD', KEYS[2], '*', 'event', ARGV[5])
 """

@@ -65,7 +65,7 @@ BUDGET_FIELDS = ["max_budget", "soft_budget", "budget_period"]
 class OrganizationSerializer(BudgetSerializerMixin, serializers.ModelSerializer):
     class Meta:
         model = Organization
-        fields = ["slug", "name", *BUDGET_FIELDS, "created_at"]
+        fields = ["slug", "name", *BUDGET_FIELDS, "alert_emails", "alert_webhook_url", "created_at"]
         read_only_fields = ["slug", "created_at"]
 
 

@@ -2,6 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from gateway.api.usage import UsageViewSet
 from gateway.api.views import CredentialViewSet, KeyViewSet, RouteViewSet
 from portal.api import views
 
@@ -25,6 +26,7 @@ router.register(f"{ORG}/routes", RouteViewSet, basename="route")
 router.register(f"{ORG}/keys", KeyViewSet, basename="key")
 router.register(f"{ORG}/tokens", views.ApiTokenViewSet, basename="token")
 router.register(f"{ORG}/audit-log", views.AuditLogViewSet, basename="audit-log")
+router.register(f"{ORG}/usage", UsageViewSet, basename="usage")
 
 org_detail = views.OrganizationViewSet.as_view({"get": "retrieve", "patch": "partial_update"})
 

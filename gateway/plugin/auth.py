@@ -1,0 +1,277 @@
+"""Custom auth for the stock LiteLLM proxy (`general_settings.custom_auth:
+gateway.plugin.auth.user_api_key_auth`).
+
+For every request it hashes the presented key, finds the key's document
+(in-process cache, then Redis), refuses revoked, blocked, expired,
+over-budget or rate-limited keys and models the key may not use, each with an
+OpenAI-style error that says what happened and what to do; then it reserves
+the request's estimated cost against every budget (key, project, team,
+organization) and hands LiteLLM the key's limits, its model aliases (public
+route name -> the organization's own model group) and the project's Langfuse
+target."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import math
+import os
+import secrets
+import time
+import uuid
+from typing import Any
+
+import redis
+from fastapi import Request
+from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+
+from gateway.plugin import contract
+from gateway.plugin.state import GatewayState, get_state
+
+LLM_ROUTES = frozenset({
+    "/chat/completions", "/v1/chat/completions", "/completions", "/v1/completions", "/embeddings",
+    "/v1/embeddings", "/responses", "/v1/responses", "/messages", "/v1/messages",
+})
+INFO_ROUTES = frozenset({"/models", "/v1/models", "/model/info", "/v1/model/info"})
+SCOPES = ("key", "project", "team", "org")
+HOLD_TTL_MS = int(os.environ.get("PORTAL_GATEWAY_HOLD_TTL", "900")) * 1000
+DEFAULT_COMPLETION_TOKENS = int(os.environ.get("PORTAL_GATEWAY_COMPLETION_ESTIMATE", "256"))
+PORTAL_URL = os.environ.get("PORTAL_PUBLIC_URL", "the portal")
+
+
+def fail(status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None) -> ProxyException:
+    return ProxyException(message=message, type=kind, param=None, code=status, headers=headers, openai_code=code)
+
+
+def unauthorized(message: str, code: str = "invalid_api_key") -> ProxyException:
+    return fail(401, message, "authentication_error", code)
+
+
+def when(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def allowed_routes(key: dict[str, Any], org: dict[str, Any]) -> dict[str, str]:
+    """Public route name -> model group, for the routes this key may call."""
+    out = {}
+    for name, route in org.get("routes", {}).items():
+        if not route["active"]:
+            continue
+        if route["teams"] is not None and key["team"] not in route["teams"]:
+            continue
+        if key["routes"] is not None and name not in key["routes"]:
+            continue
+        out[name] = route["group"]
+    return out
+
+
+async def load(st: GatewayState, sha: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The key's pointer, document and organization document, or an error."""
+    pointer = await st.doc(contract.hash_doc(sha))
+    if pointer is None:
+        if not await st.state_loaded():
+            raise fail(503, "The gateway is reloading its state from the portal; retry in a few seconds.",
+                       "service_unavailable", "gateway_state_loading", {"Retry-After": "2"})
+        raise unauthorized("Invalid API key. Check the key in your client (it starts with 'sk-'), "
+                           f"or get a new one in {PORTAL_URL}.")
+    key = await st.doc(contract.key_doc(pointer["key_id"]))
+    org = await st.doc(contract.org_doc(key["org"])) if key else None
+    if key is None or org is None:
+        raise unauthorized(f"Invalid API key. Get a new one in {PORTAL_URL}.")
+    return pointer, key, org
+
+
+def check_status(pointer: dict[str, Any], key: dict[str, Any], now: float) -> None:
+    name = key["name"]
+    if key["status"] == "revoked":
+        raise unauthorized(f"This API key ('{name}') was revoked. Ask an admin of your team for a new key.",
+                           "key_revoked")
+    if pointer["grace_until"] is not None and now >= pointer["grace_until"]:
+        raise unauthorized(f"This API key ('{name}') was rotated and its old secret stopped working at "
+                           f"{when(pointer['grace_until'])}. Use the new key that was shown at rotation.",
+                           "key_rotated")
+    if key["expires_at"] is not None and now >= key["expires_at"]:
+        raise unauthorized(f"This API key ('{name}') expired at {when(key['expires_at'])}. "
+                           "Ask an admin of your team for a new key or a later expiry.", "key_expired")
+    if key["status"] == "blocked":
+        raise fail(403, f"This API key ('{name}') is blocked by an admin. Ask an admin of your team to unblock it.",
+                   "permission_error", "key_blocked")
+
+
+async def read_model(request: Request) -> str | None:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+
+
+def check_model(model: str | None, routes: dict[str, str], org: dict[str, Any]) -> None:
+    available = ", ".join(sorted(routes)) or "none"
+    if model is None:
+        raise fail(400, f"Say which model to use ('model'). This key may use: {available}.",
+                   "invalid_request_error", "model_required")
+    if model in routes:
+        return
+    if model in org.get("routes", {}):
+        raise fail(403, f"This key may not use the model '{model}'. Models it may use: {available}. "
+                        "Ask an admin of your team to allow it.", "permission_error", "model_not_allowed")
+    raise fail(404, f"The model '{model}' does not exist. Models this key may use: {available}.",
+               "invalid_request_error", "model_not_found")
+
+
+async def scope_budgets(st: GatewayState, key: dict[str, Any], org: dict[str, Any]) -> list[dict[str, Any]]:
+    team = await st.doc(contract.team_doc(key["team"])) or {}
+    project = await st.doc(contract.project_doc(key["project"])) or {}
+    docs = {"key": key, "project": project, "team": team, "org": org}
+    ids = {"key": key["id"], "project": key["project"], "team": key["team"], "org": key["org"]}
+    return [{"scope": s, "id": ids[s], "budget": docs[s].get("budget") or {"max": None, "soft": None,
+                                                                           "period": "none"}}
+            for s in SCOPES]
+
+
+def estimate_cost(st: GatewayState, group: str, body_bytes: int, max_tokens: int | None) -> int:
+    """What the request will probably cost, in nano-USD: ~4 bytes per prompt
+    token, and the requested max_tokens (or a default) for the answer."""
+    inp, out = st.prices.get(group, (0.0, 0.0))
+    completion = max_tokens if max_tokens else DEFAULT_COMPLETION_TOKENS
+    return math.ceil((math.ceil(body_bytes / 4) * inp + completion * out) * contract.NANO)
+
+
+async def reserve(st: GatewayState, request: Request, key: dict[str, Any], org: dict[str, Any], group: str,
+                  request_id: str) -> list[dict[str, Any]]:
+    scopes = await scope_budgets(st, key, org)
+    now = dt.datetime.now(dt.UTC)
+    keys = contract.rate_keys(key["id"], int(now.timestamp() // 60))
+    maxima = []
+    for s in scopes:
+        s["period_label"] = contract.period_start(s["budget"]["period"], now)
+        keys += contract.budget_keys(s["scope"], s["id"], s["period_label"])
+        budget_max = s["budget"]["max"]
+        maxima.append(-1 if budget_max is None else round(budget_max * contract.NANO))
+    body = await request.body()
+    try:
+        max_tokens = json.loads(body).get("max_tokens") or json.loads(body).get("max_completion_tokens")
+    except (ValueError, AttributeError):
+        max_tokens = None
+    estimate = estimate_cost(st, group, len(body), max_tokens if isinstance(max_tokens, int) else None)
+    result = await st.run(contract.RESERVE, keys, [
+        int(now.timestamp() * 1000), request_id, estimate, HOLD_TTL_MS,
+        key["rpm"] if key["rpm"] is not None else -1, key["tpm"] if key["tpm"] is not None else -1,
+        len(scopes), *maxima])
+    verdict = result[0]
+    if verdict == "budget":
+        s = scopes[int(result[1])]
+        raise over_budget(s, int(result[2]), now)
+    if verdict in ("rpm", "tpm"):
+        retry = 60 - now.second
+        what = f"{key['rpm']} requests" if verdict == "rpm" else f"{key['tpm']} tokens"
+        raise fail(429, f"Rate limit: this key may use {what} per minute. Retry in {retry} s.",
+                   "rate_limit_error", "rate_limit_exceeded", {"Retry-After": str(retry)})
+    return scopes
+
+
+def over_budget(s: dict[str, Any], spent_nano: int, now: dt.datetime) -> ProxyException:
+    budget = s["budget"]
+    label = {"key": "this key", "project": "its project", "team": "its team", "org": "its organization"}[s["scope"]]
+    end = contract.period_end(budget["period"], now)
+    resets = f" It resets at {end.strftime('%Y-%m-%d %H:%M UTC')}." if end else ""
+    return fail(429, f"Budget exceeded for {label}: ${spent_nano / contract.NANO:.4f} spent of "
+                     f"${budget['max']:.4f}{'' if budget['period'] == 'none' else ' ' + budget['period']}.{resets} "
+                     "Ask an admin to raise the budget.", "budget_exceeded", "budget_exceeded",
+                {"Retry-After": str(int((end - now).total_seconds())) if end else "3600"})
+
+
+def trace_context(request: Request) -> str:
+    """The W3C trace id of this request. When the client sent none, one is
+    made and put on the request, so that the project's Langfuse trace and
+    the portal's usage record share it."""
+    incoming = request.headers.get("traceparent", "")
+    parts = incoming.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:
+        return parts[1]
+    trace_id = uuid.uuid4().hex
+    header = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    request.scope["headers"] = [*request.scope["headers"], (b"traceparent", header.encode())]
+    request.__dict__.pop("_headers", None)
+    return trace_id
+
+
+def langfuse_logging(project: dict[str, Any] | None) -> list[dict[str, Any]]:
+    target = (project or {}).get("langfuse")
+    if not target:
+        return []
+    return [{"callback_name": "langfuse_otel", "callback_type": "success_and_failure",
+             "callback_vars": {"langfuse_public_key": target["public_key"],
+                               "langfuse_secret_key": target["secret_key"],
+                               "langfuse_host": target["host"]}}]
+
+
+def admin_auth(api_key: str) -> UserAPIKeyAuth | None:
+    master = os.environ.get("LITELLM_MASTER_KEY", "")
+    if master and hmac.compare_digest(api_key.encode(), master.encode()):
+        return UserAPIKeyAuth(user_role=LitellmUserRoles.PROXY_ADMIN, token=hashlib.sha256(master.encode()).hexdigest())
+    return None
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    st = get_state()
+    st.start(asyncio.get_running_loop())
+    try:
+        return await _authenticate(st, request, api_key)
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        raise fail(503, "The gateway cannot reach its state store right now; retry in a few seconds.",
+                   "service_unavailable", "gateway_unavailable", {"Retry-After": "2"}) from None
+
+
+async def _authenticate(st: GatewayState, request: Request, api_key: str) -> UserAPIKeyAuth:
+    if st.models_version < 0:
+        await st.reload_models()
+    admin = admin_auth(api_key or "")
+    if admin is not None:
+        return admin
+    if not api_key:
+        raise unauthorized("No API key. Send 'Authorization: Bearer sk-...' with a key from the portal.")
+    sha = hashlib.sha256(api_key.encode()).hexdigest()
+    pointer, key, org = await load(st, sha)
+    now = time.time()
+    check_status(pointer, key, now)
+    routes = allowed_routes(key, org)
+    path = request.url.path.rstrip("/")
+    portal: dict[str, Any] = {"key_id": key["id"], "key_hash": sha, "org": key["org"], "team": key["team"],
+                              "project": key["project"], "owner": key["owner"]}
+    metadata: dict[str, Any] = {"portal": portal}
+    if path in LLM_ROUTES:
+        model = await read_model(request)
+        check_model(model, routes, org)
+        assert model is not None
+        request_id = uuid.uuid4().hex
+        scopes = await reserve(st, request, key, org, routes[model], request_id)
+        project = await st.doc(contract.project_doc(key["project"]))
+        portal.update(reservation=request_id, route=model, group=routes[model], started=now,
+                      trace_id=trace_context(request),
+                      scopes=[[s["scope"], s["id"], s["period_label"], s["budget"]["soft"], s["budget"]["period"]]
+                              for s in scopes])
+        if logging_targets := langfuse_logging(project):
+            metadata["logging"] = logging_targets
+    elif path not in INFO_ROUTES:
+        raise fail(403, "Portal keys can call chat/completions, completions, embeddings, responses, messages, "
+                        "models and model/info.", "permission_error", "route_not_allowed")
+    return UserAPIKeyAuth(
+        token=sha, key_name=key.get("prefix"), key_alias=key["name"], user_id=key["owner"] or f"key-{key['id']}",
+        team_id=str(key["team"]), org_id=str(key["org"]), models=sorted(routes), aliases=routes,
+        rpm_limit=key["rpm"], tpm_limit=key["tpm"], metadata=metadata,
+        user_role=LitellmUserRoles.INTERNAL_USER,
+    )
+
+
+def _install_routes() -> None:
+    from gateway.plugin import routes
+
+    routes.install()
+
+
+_install_routes()

@@ -1,0 +1,258 @@
+"""The plugin's process-wide state: Redis clients, an in-process cache of the
+documents the portal pushed, kept fresh by the portal's pub/sub events, and
+the hot swap of LiteLLM's model list.
+
+Standard library, `redis` and `litellm` only: this runs inside the stock
+LiteLLM proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from gateway.plugin import contract
+
+log = logging.getLogger("portal.gateway")
+
+CACHE_TTL = float(os.environ.get("PORTAL_GATEWAY_CACHE_TTL", "60"))
+MISSING = object()
+
+
+class DocumentCache:
+    """Documents by Redis key, each kept at most CACHE_TTL seconds and
+    dropped at once when the portal announces a change.
+
+    A read that raced with an invalidation is not cached: the generation
+    counter moves on every event, and a result is only stored if no event
+    arrived while it was being read."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, tuple[float, Any]] = {}
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        hit = self._docs.get(name)
+        if hit is None or hit[0] < time.monotonic():
+            return MISSING
+        return hit[1]
+
+    def put(self, name: str, value: Any, generation: int) -> None:
+        with self._lock:
+            if generation == self.generation:
+                self._docs[name] = (time.monotonic() + CACHE_TTL, value)
+
+    def drop(self, *names: str) -> None:
+        with self._lock:
+            self.generation += 1
+            for name in names:
+                self._docs.pop(name, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._docs.clear()
+
+
+class GatewayState:
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.r = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2,
+                                         socket_connect_timeout=2, health_check_interval=10, retry_on_timeout=True)
+        self.cache = DocumentCache()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.models_version = -1
+        self.models: dict[str, Any] = {}
+        self.prices: dict[str, tuple[float, float]] = {}  # model group -> (input, output) USD per token
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._models_lock: asyncio.Lock | None = None
+        self.connected = threading.Event()
+        self._scripts: dict[str, str] = {}
+
+    # Documents ---------------------------------------------------------
+
+    async def doc(self, name: str) -> dict[str, Any] | None:
+        cached = self.cache.get(name)
+        if cached is not MISSING:
+            return cached
+        generation = self.cache.generation
+        raw = await self.r.get(name)
+        value = json.loads(raw) if raw else None
+        self.cache.put(name, value, generation)
+        return value
+
+    async def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA a Lua script, loading it when Redis does not know it (first
+        use, or after a restart emptied its script cache)."""
+        sha = self._scripts.get(source)
+        if sha is not None:
+            try:
+                return await self.r.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                pass
+        sha = await self.r.script_load(source)
+        self._scripts[source] = sha
+        return await self.r.evalsha(sha, len(keys), *keys, *args)
+
+    async def state_loaded(self) -> bool:
+        """Whether the portal has pushed its state into this Redis (after a
+        Redis restart without persistence, it has not, until it re-pushes)."""
+        return bool(await self.r.exists(contract.EPOCH))
+
+    # Events ------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._listener is not None:
+            return
+        self.loop = loop
+        self._models_lock = asyncio.Lock()
+        self._listener = threading.Thread(target=self._listen, name="portal-gateway-events", daemon=True)
+        self._listener.start()
+
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_connect_timeout=2,
+                                          health_check_interval=5, socket_keepalive=True)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(contract.EVENTS)
+                # Events may have been missed while (re)connecting: forget everything.
+                self.cache.clear()
+                self._schedule_models_reload()
+                self.connected.set()
+                backoff = 0.1
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._handle(message["data"])
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self.connected.clear()
+                log.warning("gateway events: Redis unreachable (%s); retrying", type(exc).__name__)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                    client.close()
+                except Exception:
+                    pass
+
+    def _handle(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        kind, ident = event.get("type"), event.get("id")
+        if kind == "key":
+            names = [contract.key_doc(ident)] + [contract.hash_doc(h) for h in event.get("hashes", [])]
+            self.cache.drop(*names)
+        elif kind == "org":
+            self.cache.drop(contract.org_doc(ident))
+        elif kind == "team":
+            self.cache.drop(contract.team_doc(ident))
+        elif kind == "project":
+            self.cache.drop(contract.project_doc(ident))
+        elif kind == "models":
+            self._schedule_models_reload()
+        elif kind == "reset":
+            self.cache.clear()
+            self._schedule_models_reload()
+
+    def _schedule_models_reload(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self.reload_models(), self.loop)
+            future.add_done_callback(_log_failure)
+
+    # LiteLLM's model list ----------------------------------------------
+
+    async def reload_models(self, force: bool = False) -> None:
+        """Swap the running proxy's model list, fallbacks and retries for
+        what the portal pushed, without a restart."""
+        assert self._models_lock is not None
+        async with self._models_lock:
+            raw = await self.r.get(contract.MODELS)
+            if not raw:
+                return
+            doc = json.loads(raw)
+            # Always the latest document (read now), so any other version is
+            # newer - even a smaller one, after Redis lost its counter.
+            if doc.get("v", 0) == self.models_version and not force:
+                return
+            apply_model_list(doc)
+            self.models = doc
+            self.prices = group_prices(doc)
+            self.models_version = doc.get("v", 0)
+            log.info("gateway: model list v%s applied (%d deployments)", self.models_version,
+                     len(doc.get("model_list", [])))
+
+
+def _log_failure(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("gateway: could not apply the model list: %s: %s", type(exc).__name__, exc)
+
+
+def group_prices(doc: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The highest price per token in each model group, for budget estimates."""
+    import litellm
+
+    prices: dict[str, tuple[float, float]] = {}
+    for entry in doc.get("model_list", []):
+        params = entry["litellm_params"]
+        inp, out = params.get("input_cost_per_token"), params.get("output_cost_per_token")
+        if inp is None or out is None:
+            known = litellm.model_cost.get(params["model"].split("/", 1)[-1], {})
+            inp = inp if inp is not None else known.get("input_cost_per_token", 0.0)
+            out = out if out is not None else known.get("output_cost_per_token", 0.0)
+        old = prices.get(entry["model_name"], (0.0, 0.0))
+        prices[entry["model_name"]] = (max(old[0], float(inp or 0)), max(old[1], float(out or 0)))
+    return prices
+
+
+def retry_policy(retries: int) -> dict[str, int]:
+    """A route's retries, for every error a retry can fix (not the caller's own mistakes)."""
+    return {"DefaultRetries": retries, "BadRequestErrorRetries": 0, "ContentPolicyViolationErrorRetries": 0}
+
+
+def apply_model_list(doc: dict[str, Any]) -> None:
+    import litellm
+    from litellm.proxy import proxy_server
+    from litellm.types.router import RetryPolicy
+
+    model_list = doc.get("model_list", [])
+    policies = {group: RetryPolicy(**retry_policy(n)) for group, n in doc.get("retries", {}).items()}
+    router = proxy_server.llm_router
+    if router is None:
+        router = litellm.Router(model_list=model_list, fallbacks=doc.get("fallbacks", []),
+                                model_group_retry_policy=policies)
+        proxy_server.llm_router = router
+    else:
+        router.set_model_list(model_list)
+        router.fallbacks = doc.get("fallbacks", [])
+        router.model_group_retry_policy = policies
+    proxy_server.llm_model_list = router.get_model_list() or []
+
+
+_state: GatewayState | None = None
+_state_lock = threading.Lock()
+
+
+def get_state() -> GatewayState:
+    global _state
+    if _state is None:
+        with _state_lock:
+            if _state is None:
+                url = os.environ.get("PORTAL_GATEWAY_REDIS_URL") or os.environ.get("REDIS_URL") or \
+                    "redis://127.0.0.1:6379/0"
+                _state = GatewayState(url)
+    return _state

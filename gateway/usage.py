@@ -1,0 +1,220 @@
+"""Usage back from the gateway: the consumer of the plugin's Redis stream.
+
+Events are read with a consumer group, written in batches (once per request
+id, whatever redeliveries happen), summed into daily rollups, and only then
+acknowledged. Entries a killed consumer left unacknowledged are claimed by
+the next one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import redis
+from django.db import connection, transaction
+from django.db.models import Sum
+
+from gateway.models import UsageDaily, UsageRecord, VirtualKey
+from gateway.plugin import contract
+
+log = logging.getLogger(__name__)
+NANO = Decimal(contract.NANO)
+CLAIM_IDLE_MS = 30_000
+RECORD_COLUMNS = ("request_id", "created_at", "organization_id", "team_id", "project_id", "key_id", "owner_email",
+                  "route", "model_group", "deployment", "provider_model", "prompt_tokens", "completion_tokens", "cost",
+                  "latency_ms", "status", "status_code", "error_class", "trace_id")
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_groups(r: redis.Redis) -> None:
+    for stream in (contract.USAGE_STREAM, contract.ALERTS_STREAM):
+        try:
+            r.xgroup_create(stream, contract.USAGE_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def parse(fields: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        event = json.loads(fields["event"])
+        int(event["org"]), int(event["key_id"]), str(event["request_id"])
+        return event
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _row(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        str(e["request_id"])[:100], dt.datetime.fromtimestamp(float(e["ts"]), dt.UTC), int(e["org"]),
+        int(e["team"]), int(e["project"]), int(e["key_id"]), (e.get("owner") or "")[:254], str(e["route"])[:100],
+        str(e.get("group", ""))[:160], str(e.get("deployment", ""))[:100], str(e.get("provider_model", ""))[:200],
+        int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0),
+        Decimal(int(e.get("cost_nano") or 0)) / NANO, float(e.get("latency_ms") or 0), str(e["status"])[:10],
+        int(e.get("status_code") or 0), str(e.get("error_class", ""))[:100], str(e.get("trace_id", ""))[:32],
+    )
+
+
+def insert_new(rows: list[tuple[Any, ...]]) -> set[str]:
+    """Insert the rows whose request id is new; return those ids."""
+    if not rows:
+        return set()
+    table = UsageRecord._meta.db_table
+    placeholders = "(" + ", ".join(["%s"] * len(RECORD_COLUMNS)) + ")"
+    sql = (f'INSERT INTO "{table}" ({", ".join(RECORD_COLUMNS)}) VALUES '
+           + ", ".join([placeholders] * len(rows))
+           + " ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+    with connection.cursor() as cur:
+        cur.execute(sql, [v for row in rows for v in row])
+        return {r[0] for r in cur.fetchall()}
+
+
+def add_to_rollups(events: list[dict[str, Any]]) -> None:
+    sums: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0), 0.0])
+    for e in events:
+        day = dt.datetime.fromtimestamp(float(e["ts"]), dt.UTC).date()
+        k = (int(e["org"]), day, int(e["key_id"]), str(e["route"])[:100], int(e["team"]), int(e["project"]),
+             (e.get("owner") or "")[:254])
+        s = sums[k]
+        s[0] += 1
+        s[1] += e["status"] != "success"
+        s[2] += int(e.get("prompt_tokens") or 0)
+        s[3] += int(e.get("completion_tokens") or 0)
+        s[4] += Decimal(int(e.get("cost_nano") or 0)) / NANO
+        s[5] += float(e.get("latency_ms") or 0)
+    if not sums:
+        return
+    table = UsageDaily._meta.db_table
+    cols = ("organization_id", "day", "key_id", "route", "team_id", "project_id", "owner_email", "requests", "errors",
+            "prompt_tokens", "completion_tokens", "cost", "latency_ms_sum")
+    placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
+    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in cols[7:])
+    sql = (f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ' + ", ".join([placeholders] * len(sums))
+           + f" ON CONFLICT (organization_id, day, key_id, route) DO UPDATE SET {added}")
+    with connection.cursor() as cur:
+        cur.execute(sql, [v for k, s in sums.items() for v in (*k, *s)])
+
+
+def store(events: list[dict[str, Any]]) -> int:
+    """Write a batch in one transaction; returns how many were new."""
+    with transaction.atomic():
+        new_ids = insert_new([_row(e) for e in events])
+        unique: dict[str, dict[str, Any]] = {}
+        for e in events:
+            rid = str(e["request_id"])[:100]
+            if rid in new_ids:
+                unique.setdefault(rid, e)  # a request id twice in one batch counts once
+        add_to_rollups(list(unique.values()))
+        last_used: dict[int, float] = {}
+        for e in unique.values():
+            last_used[int(e["key_id"])] = max(last_used.get(int(e["key_id"]), 0.0), float(e["ts"]))
+        for key_id, ts in last_used.items():
+            when = dt.datetime.fromtimestamp(ts, dt.UTC)
+            VirtualKey.objects.filter(pk=key_id).exclude(last_used_at__gte=when).update(last_used_at=when)
+    return len(unique)
+
+
+def handle_batch(r: redis.Redis, entries: list[tuple[str, dict[str, str]]]) -> int:
+    events, ids = [], []
+    for entry_id, fields in entries:
+        ids.append(entry_id)
+        event = parse(fields) if fields else None
+        if event is None:
+            log.error("usage: dropping malformed stream entry %s", entry_id)
+            continue
+        events.append(event)
+    stored = store(events) if events else 0
+    if ids:  # only after the commit
+        pipe = r.pipeline(transaction=False)
+        pipe.xack(contract.USAGE_STREAM, contract.USAGE_GROUP, *ids)
+        pipe.xdel(contract.USAGE_STREAM, *ids)
+        pipe.execute()
+    return stored
+
+
+def handle_alerts(r: redis.Redis, entries: list[tuple[str, dict[str, str]]]) -> None:
+    from gateway.alerts import budget_alert
+
+    for entry_id, fields in entries:
+        try:
+            budget_alert(fields)
+        except Exception:
+            log.exception("usage: could not send budget alert %s", entry_id)
+        r.xack(contract.ALERTS_STREAM, contract.USAGE_GROUP, entry_id)
+
+
+def claim_stale(r: redis.Redis, consumer: str, count: int) -> list[tuple[str, dict[str, str]]]:
+    """Entries a dead consumer read but never acknowledged."""
+    reply = r.xautoclaim(contract.USAGE_STREAM, contract.USAGE_GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=count)
+    gone = reply[2] if len(reply) > 2 else []
+    if gone:
+        r.xack(contract.USAGE_STREAM, contract.USAGE_GROUP, *gone)
+    return [(i, f) for i, f in reply[1] if f]
+
+
+def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_ms: int = 500,
+            consumer: str | None = None) -> int:
+    """Read and store usage until `seconds` have passed. Returns events stored."""
+    consumer = consumer or consumer_name()
+    ensure_groups(r)
+    stored = 0
+    deadline = time.monotonic() + seconds
+    claimed_at = 0.0
+    while time.monotonic() < deadline:
+        try:
+            if time.monotonic() - claimed_at > 10:
+                claimed_at = time.monotonic()
+                stale = claim_stale(r, consumer, batch)
+                if stale:
+                    stored += handle_batch(r, stale)
+            reply = r.xreadgroup(contract.USAGE_GROUP, consumer,
+                                 {contract.USAGE_STREAM: ">", contract.ALERTS_STREAM: ">"},
+                                 count=batch, block=block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):  # Redis lost the group (restart without persistence)
+                ensure_groups(r)
+                continue
+            raise
+        for stream, entries in reply or []:
+            if stream == contract.USAGE_STREAM:
+                stored += handle_batch(r, entries)
+            else:
+                handle_alerts(r, entries)
+    return stored
+
+
+def drain(r: redis.Redis, consumer: str | None = None) -> int:
+    """Store everything now in the stream (tests, commands)."""
+    consumer = consumer or consumer_name()
+    ensure_groups(r)
+    stored = 0
+    while True:
+        reply = r.xreadgroup(contract.USAGE_GROUP, consumer, {contract.USAGE_STREAM: ">"}, count=1000)
+        if not reply:
+            return stored
+        for _, entries in reply:
+            stored += handle_batch(r, entries)
+
+
+def period_spend(scope: str, ident: int, period: str, now: dt.datetime) -> Decimal:
+    """What the database says a scope spent in the budget period containing `now`."""
+    field = {"key": "key_id", "project": "project_id", "team": "team_id", "org": "organization_id"}[scope]
+    qs = UsageDaily.objects.filter(**{field: ident})
+    label = contract.period_start(period, now)
+    if period == "daily":
+        qs = qs.filter(day=now.date())
+    elif period == "weekly":
+        qs = qs.filter(day__gte=dt.date.fromisoformat(label[1:]))
+    elif period == "monthly":
+        qs = qs.filter(day__gte=now.date().replace(day=1))
+    return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)

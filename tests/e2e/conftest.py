@@ -1,0 +1,103 @@
+"""The end-to-end stack, started once per session: PostgreSQL (the test
+database), a Redis of its own, two LiteLLM proxies with the plugin, a Celery
+worker consuming usage, and a Langfuse stand-in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from gateway import sync
+from tests.e2e.procs import LOGS, Gateway, RedisServer, Worker, portal_env, wait_for
+from tests.factories import Tenant, make_tenant
+from tests.langfuse_standin import LangfuseStandin
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    gateways: list[Gateway]
+    worker: Worker
+    env: dict[str, str]
+    langfuse: LangfuseStandin
+
+    @property
+    def state_url(self) -> str:
+        return self.redis.url  # db 0: the gateway's state; the Celery broker uses db 1
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.state_url, decode_responses=True)
+
+
+def database_url() -> str:
+    db = django_settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def start_worker(env: dict[str, str], name: str = "e2e") -> Worker:
+    worker = Worker(env, name).start()
+    log = LOGS / f"worker-{name}.log"
+    wait_for(lambda: "ready." in log.read_text(errors="replace"), 90, "celery worker", worker.p)
+    from gateway.tasks import usage_consume
+
+    # The worker reads the usage stream for the whole session (beat does this every minute in production).
+    usage_consume.apply_async(kwargs={"seconds": 3600.0}, queue="usage")
+    return worker
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Stack]:
+    directory = tmp_path_factory.mktemp("e2e")
+    (directory / "redis").mkdir()
+    server = RedisServer(directory / "redis").start()
+    broker = server.url.rsplit("/", 1)[0] + "/1"
+    env = portal_env(server.url, database_url(), CELERY_BROKER_URL=broker)
+    langfuse = LangfuseStandin(version=4).start()
+    with django_db_blocker.unblock():
+        gateways = [Gateway(env, directory / f"gw{i}").start() for i in range(2)]
+        for gw in gateways:
+            gw.wait_ready()
+        django_settings.CELERY_BROKER_URL = broker
+        from portal.celery import app
+
+        app.conf.broker_url = broker
+        worker = start_worker(env)
+    stack = Stack(server, gateways, worker, env, langfuse)
+    yield stack
+    worker.stop()
+    for gw in gateways:
+        gw.stop()
+    langfuse.stop()
+    server.stop()
+
+
+@pytest.fixture
+def stack(e2e_stack: Stack, settings: Any, transactional_db: Any) -> Iterator[Stack]:
+    """Per test: the portal writes to the stack's Redis, which starts empty
+    but for what the portal pushes."""
+    settings.REDIS_URL = e2e_stack.state_url
+    client = e2e_stack.client()
+    client.flushdb()
+    sync.ManagedBackend().push_all()
+    time.sleep(0.2)  # the proxies drop their caches on the reset event
+    yield e2e_stack
+    e2e_stack.langfuse.clear_faults()
+
+
+@pytest.fixture
+def acme(stack: Stack) -> Tenant:
+    return make_tenant("acme")
+
+
+@pytest.fixture
+def globex(stack: Stack) -> Tenant:
+    return make_tenant("globex", provider_secret="sk-globex-provider-secret")
+
