@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import redis
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 
 from gateway.models import UsageDaily, UsageRecord, VirtualKey
@@ -26,7 +26,7 @@ from gateway.plugin import contract
 
 log = logging.getLogger(__name__)
 NANO = Decimal(contract.NANO)
-CLAIM_IDLE_MS = 30_000
+CLAIM_IDLE_MS = int(os.environ.get("PORTAL_USAGE_CLAIM_IDLE_MS", "30000"))
 RECORD_COLUMNS = ("request_id", "created_at", "organization_id", "team_id", "project_id", "key_id", "owner_email",
                   "route", "model_group", "deployment", "provider_model", "prompt_tokens", "completion_tokens", "cost",
                   "latency_ms", "status", "status_code", "error_class", "trace_id")
@@ -164,32 +164,50 @@ def claim_stale(r: redis.Redis, consumer: str, count: int) -> list[tuple[str, di
 
 def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_ms: int = 500,
             consumer: str | None = None) -> int:
-    """Read and store usage until `seconds` have passed. Returns events stored."""
+    """Read and store usage until `seconds` have passed. Returns events stored.
+
+    Survives Redis restarts (waits and re-creates the group) and database
+    outages (leaves the entries pending and retries them: nothing is
+    acknowledged before it is committed)."""
     consumer = consumer or consumer_name()
-    ensure_groups(r)
     stored = 0
     deadline = time.monotonic() + seconds
     claimed_at = 0.0
+    retry_own = True  # first, this consumer's own pending entries (a failed batch)
+    need_groups = True
     while time.monotonic() < deadline:
         try:
-            if time.monotonic() - claimed_at > 10:
+            if need_groups:
+                ensure_groups(r)
+                need_groups = False
+            if time.monotonic() - claimed_at > CLAIM_IDLE_MS / 2000:
                 claimed_at = time.monotonic()
                 stale = claim_stale(r, consumer, batch)
                 if stale:
                     stored += handle_batch(r, stale)
-            reply = r.xreadgroup(contract.USAGE_GROUP, consumer,
-                                 {contract.USAGE_STREAM: ">", contract.ALERTS_STREAM: ">"},
-                                 count=batch, block=block_ms)
+            streams = {contract.USAGE_STREAM: "0" if retry_own else ">", contract.ALERTS_STREAM: ">"}
+            reply = r.xreadgroup(contract.USAGE_GROUP, consumer, streams, count=batch,
+                                 block=None if retry_own else block_ms)
+            retry_own = False
+            for stream, entries in reply or []:
+                if stream == contract.USAGE_STREAM:
+                    stored += handle_batch(r, entries)
+                else:
+                    handle_alerts(r, entries)
         except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):  # Redis lost the group (restart without persistence)
-                ensure_groups(r)
-                continue
-            raise
-        for stream, entries in reply or []:
-            if stream == contract.USAGE_STREAM:
-                stored += handle_batch(r, entries)
-            else:
-                handle_alerts(r, entries)
+            # The stream or its group is gone (deleted, or Redis restarted without persistence).
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                raise
+            need_groups = True
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("usage: Redis unreachable (%s); retrying", type(exc).__name__)
+            need_groups = True
+            time.sleep(0.5)
+        except DatabaseError as exc:
+            log.warning("usage: database unavailable (%s); entries stay pending", type(exc).__name__)
+            connection.close()
+            retry_own = True
+            time.sleep(1.0)
     return stored
 
 

@@ -133,19 +133,13 @@ async def scope_budgets(st: GatewayState, key: dict[str, Any], org: dict[str, An
             for s in SCOPES]
 
 
-def estimate_cost(st: GatewayState, group: str, body_bytes: int, max_tokens: int | None) -> int:
-    """What the request will probably cost, in nano-USD: ~4 bytes per prompt
-    token, and the requested max_tokens (or a default) for the answer."""
-    inp, out = st.prices.get(group, (0.0, 0.0))
-    completion = max_tokens if max_tokens else DEFAULT_COMPLETION_TOKENS
-    return math.ceil((math.ceil(body_bytes / 4) * inp + completion * out) * contract.NANO)
-
-
 async def reserve(st: GatewayState, request: Request, key: dict[str, Any], org: dict[str, Any], group: str,
                   request_id: str) -> list[dict[str, Any]]:
+    """Admit the request against rate limits and every budget, holding its
+    estimated cost until the callbacks settle the real one."""
     scopes = await scope_budgets(st, key, org)
     now = dt.datetime.now(dt.UTC)
-    keys = contract.rate_keys(key["id"], int(now.timestamp() // 60))
+    keys = [*contract.rate_keys(key["id"], int(now.timestamp() // 60)), contract.estimate_key(group)]
     maxima = []
     for s in scopes:
         s["period_label"] = contract.period_start(s["budget"]["period"], now)
@@ -154,18 +148,20 @@ async def reserve(st: GatewayState, request: Request, key: dict[str, Any], org: 
         maxima.append(-1 if budget_max is None else round(budget_max * contract.NANO))
     body = await request.body()
     try:
-        max_tokens = json.loads(body).get("max_tokens") or json.loads(body).get("max_completion_tokens")
+        parsed = json.loads(body)
+        max_tokens = parsed.get("max_tokens") or parsed.get("max_completion_tokens")
     except (ValueError, AttributeError):
         max_tokens = None
-    estimate = estimate_cost(st, group, len(body), max_tokens if isinstance(max_tokens, int) else None)
+    in_price, out_price = st.prices.get(group, (0.0, 0.0))
+    prompt_cost = math.ceil(math.ceil(len(body) / 4) * in_price * contract.NANO)  # ~4 bytes per token
     result = await st.run(contract.RESERVE, keys, [
-        int(now.timestamp() * 1000), request_id, estimate, HOLD_TTL_MS,
-        key["rpm"] if key["rpm"] is not None else -1, key["tpm"] if key["tpm"] is not None else -1,
+        int(now.timestamp() * 1000), request_id, prompt_cost, out_price * contract.NANO,
+        max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else -1, DEFAULT_COMPLETION_TOKENS,
+        HOLD_TTL_MS, key["rpm"] if key["rpm"] is not None else -1, key["tpm"] if key["tpm"] is not None else -1,
         len(scopes), *maxima])
     verdict = result[0]
     if verdict == "budget":
-        s = scopes[int(result[1])]
-        raise over_budget(s, int(result[2]), now)
+        raise over_budget(scopes[int(result[1])], int(result[2]), now)
     if verdict in ("rpm", "tpm"):
         retry = 60 - now.second
         what = f"{key['rpm']} requests" if verdict == "rpm" else f"{key['tpm']} tokens"

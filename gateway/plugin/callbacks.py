@@ -37,11 +37,13 @@ def portal_metadata(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def settle_args(portal: dict[str, Any], cost_nano: int, tokens: int, event: dict[str, Any]) -> tuple[list, list]:
+def settle_args(portal: dict[str, Any], cost_nano: int, tokens: int, completion: int,
+                event: dict[str, Any]) -> tuple[list[str], list[Any]]:
     now = dt.datetime.now(dt.UTC)
     keys = [contract.rate_keys(portal["key_id"], int(now.timestamp() // 60))[1], contract.USAGE_STREAM,
-            contract.ALERTS_STREAM]
-    args: list[Any] = [portal["reservation"], cost_nano, tokens, len(portal["scopes"]), json.dumps(event)]
+            contract.ALERTS_STREAM, contract.estimate_key(portal["group"])]
+    args: list[Any] = [portal["reservation"], cost_nano, tokens, completion, len(portal["scopes"]),
+                       json.dumps(event)]
     for scope, ident, label, soft, period in portal["scopes"]:
         keys += contract.budget_keys(scope, ident, label)
         end = contract.period_end(period, now)
@@ -70,7 +72,7 @@ class PortalCallbacks(CustomLogger):
                            prompt, completion, cost, latency,
                            deployment=(meta.get("model_info") or {}).get("id") or slo.get("model_id") or "",
                            provider_model=str(kwargs.get("model") or ""))
-        await self.settle(portal, cost, prompt + completion, event)
+        await self.settle(portal, cost, prompt + completion, completion, event)
 
     async def async_post_call_failure_hook(self, request_data: dict[str, Any], original_exception: Exception,
                                            user_api_key_dict: Any, traceback_str: str | None = None) -> None:
@@ -86,7 +88,7 @@ class PortalCallbacks(CustomLogger):
         request_id = request_data.get("litellm_call_id") or portal["reservation"]
         event = self.event(portal, request_id, "error", status, type(original_exception).__name__, 0, 0, 0.0,
                            latency, deployment="", provider_model="")
-        await self.settle(portal, 0.0, 0, event)
+        await self.settle(portal, 0.0, 0, -1, event)
         return None
 
     @staticmethod
@@ -102,8 +104,9 @@ class PortalCallbacks(CustomLogger):
             "status_code": status_code, "error_class": error_class, "trace_id": portal.get("trace_id", ""),
         }
 
-    async def settle(self, portal: dict[str, Any], cost: float, tokens: int, event: dict[str, Any]) -> None:
-        keys, args = settle_args(portal, round(cost * contract.NANO), tokens, event)
+    async def settle(self, portal: dict[str, Any], cost: float, tokens: int, completion: int,
+                     event: dict[str, Any]) -> None:
+        keys, args = settle_args(portal, round(cost * contract.NANO), tokens, completion, event)
         try:
             await get_state().run(contract.SETTLE, keys, args)
         except (redis.ConnectionError, redis.TimeoutError, OSError):

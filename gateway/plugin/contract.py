@@ -132,17 +132,29 @@ return 1
 """
 
 
-# Reserve before a request. KEYS: rl_req, rl_tok, then 4 per scope (see budget_keys).
-# ARGV: now_ms, request id, estimate (nano), hold ttl ms, rpm (-1 none), tpm (-1 none), n scopes,
-# then n max budgets (nano, -1 none).
-# Admits while spend + held < max for every scope, so once a budget is
-# reached only the requests already in flight can still add to it.
+def estimate_key(group: str) -> str:
+    """How many completion tokens the model group's answers have had (moving average)."""
+    return f"{BASE}:est:{group}"
+
+
+# Reserve before a request. KEYS: rl_req, rl_tok, estimate, then 4 per scope (see budget_keys).
+# ARGV: now_ms, request id, prompt cost (nano), output price (nano per token), max_tokens (-1 none),
+# default completion tokens, hold ttl ms, rpm (-1 none), tpm (-1 none), n scopes, then n max budgets
+# (nano, -1 none).
+# The estimate is the prompt's cost plus the usual answer length of the model
+# group (or max_tokens, if smaller). A request is admitted while
+# spend + held < max for every scope, so once a budget is reached only the
+# requests already in flight can still add to it.
 RESERVE = """
-local now, req, est, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local rpm, tpm, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now, req = tonumber(ARGV[1]), ARGV[2]
+local prompt_cost, out_price, max_tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tokens = tonumber(redis.call('HGET', KEYS[3], 'completion') or ARGV[6])
+if max_tokens >= 0 and max_tokens < tokens then tokens = max_tokens end
+local est = math.ceil(prompt_cost + tokens * out_price)
+local ttl, rpm, tpm, n = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 for i = 0, n - 1 do
-  local spend_k, held_k, holds_k, exp_k = KEYS[3 + i * 4], KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4]
-  local max = tonumber(ARGV[8 + i])
+  local spend_k, held_k, holds_k, exp_k = KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4]
+  local max = tonumber(ARGV[11 + i])
   if max >= 0 then
     for _, m in ipairs(redis.call('ZRANGEBYSCORE', exp_k, '-inf', now)) do
       local e = redis.call('HGET', holds_k, m)
@@ -158,29 +170,31 @@ if rpm >= 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then return {
 if tpm >= 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm then return {'tpm'} end
 if rpm >= 0 then redis.call('INCR', KEYS[1]); redis.call('PEXPIRE', KEYS[1], 61000) end
 for i = 0, n - 1 do
-  if tonumber(ARGV[8 + i]) >= 0 then
-    local held_k, holds_k, exp_k = KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4]
+  if tonumber(ARGV[11 + i]) >= 0 then
+    local held_k, holds_k, exp_k = KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4]
     redis.call('INCRBY', held_k, est)
     redis.call('HSET', holds_k, req, est)
     redis.call('ZADD', exp_k, now + ttl, req)
     redis.call('PEXPIRE', held_k, ttl * 2); redis.call('PEXPIRE', holds_k, ttl * 2); redis.call('PEXPIRE', exp_k, ttl * 2)
   end
 end
-return {'ok'}
+return {'ok', tostring(est)}
 """
 
-# Settle after a request. KEYS: rl_tok, usage stream, alerts stream, then 4 per scope.
-# ARGV: request id, cost (nano), tokens, n, usage event JSON, then per scope:
-# soft budget (nano, -1 none), expire-at epoch (0 never), scope name, scope id, period.
-# Releases the reservation, adds the real cost, appends the usage event, and
-# raises one soft-budget alert per scope and period, when spend crosses it.
+# Settle after a request. KEYS: rl_tok, usage stream, alerts stream, estimate, then 4 per scope.
+# ARGV: request id, cost (nano), tokens, completion tokens (-1: unknown), n, usage event JSON, then per
+# scope: soft budget (nano, -1 none), expire-at epoch (0 never), scope name, scope id, period.
+# Releases the reservation, adds the real cost, appends the usage event, keeps
+# the group's answer length up to date, and raises one soft-budget alert per
+# scope and period, when spend crosses it.
 SETTLE = """
-local req, cost, tokens, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local req, cost, tokens, completion, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
 for i = 0, n - 1 do
-  local spend_k, held_k, holds_k, exp_k = KEYS[4 + i * 4], KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4]
+  local spend_k, held_k, holds_k, exp_k = KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4], KEYS[8 + i * 4]
   local e = redis.call('HGET', holds_k, req)
   if e then redis.call('DECRBY', held_k, e); redis.call('HDEL', holds_k, req); redis.call('ZREM', exp_k, req) end
-  local a = 6 + i * 5
+  local a = 7 + i * 5
   local soft, expire_at = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local before = tonumber(redis.call('GET', spend_k) or '0')
   local after = redis.call('INCRBY', spend_k, cost)
@@ -191,5 +205,9 @@ for i = 0, n - 1 do
   end
 end
 if tokens > 0 then redis.call('INCRBY', KEYS[1], tokens); redis.call('PEXPIRE', KEYS[1], 61000) end
-return redis.call('XADD', KEYS[2], '*', 'event', ARGV[5])
+if completion >= 0 then
+  local avg = tonumber(redis.call('HGET', KEYS[4], 'completion') or tostring(completion))
+  redis.call('HSET', KEYS[4], 'completion', tostring(avg + 0.2 * (completion - avg)))
+end
+return redis.call('XADD', KEYS[2], '*', 'event', ARGV[6])
 """

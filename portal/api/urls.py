@@ -2,6 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from evals.api.views import LangfuseConnectionViewSet
 from gateway.api.usage import UsageViewSet
 from gateway.api.views import CredentialViewSet, KeyViewSet, RouteViewSet
 from portal.api import views
@@ -29,10 +30,13 @@ router.register(f"{ORG}/audit-log", views.AuditLogViewSet, basename="audit-log")
 router.register(f"{ORG}/usage", UsageViewSet, basename="usage")
 
 org_detail = views.OrganizationViewSet.as_view({"get": "retrieve", "patch": "partial_update"})
+PROJECT = "orgs/<str:org_slug>/projects/<int:project_id>"
+langfuse_detail = LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("orgs/<str:org_slug>/", org_detail, name="organization-detail"),
+    path(f"{PROJECT}/langfuse/", langfuse_detail, name="project-langfuse"),
     path("", include(router.urls)),
 ]

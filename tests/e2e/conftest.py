@@ -72,7 +72,7 @@ def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: An
         worker = start_worker(env)
     stack = Stack(server, gateways, worker, env, langfuse)
     yield stack
-    worker.stop()
+    stack.worker.kill()  # tests may have replaced the worker; its long usage task is safe to cut short
     for gw in gateways:
         gw.stop()
     langfuse.stop()

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from gateway import documents, sync
 
@@ -99,4 +100,5 @@ class Command(BaseCommand):
         argv = [litellm, "--config", str(path), "--host", host, "--port", str(port), "--num_workers", str(workers)]
         self.stdout.write(f"Starting LiteLLM on http://{host}:{port} with {len(config['model_list'])} deployment(s)")
         self.stdout.flush()
+        connections.close_all()  # the proxy must not inherit a database session
         os.execve(litellm, argv, proxy_env)

@@ -1,0 +1,280 @@
+"""The one module that talks to Langfuse over HTTP.
+
+Timeouts on every call; bounded retries with exponential backoff on 429 and
+5xx, honouring `Retry-After`; errors that retrying cannot fix are raised as
+`LangfuseError(permanent=True)`. The API generation is chosen from the
+server's version (`GET /api/public/health`): Langfuse v4 reads observations
+through `/api/public/v2/observations` and scores through `/api/public/v3/scores`;
+v3 servers read traces through `/api/public/traces`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class LangfuseError(Exception):
+    def __init__(self, message: str, *, status: int | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent
+
+
+@dataclass
+class ServerInfo:
+    version: str
+    major: int
+
+    @property
+    def api(self) -> str:
+        return "v4" if self.major >= 4 else "v3"
+
+
+class LangfuseClient:
+    def __init__(self, host: str, public_key: str, secret_key: str, *, timeout: float = 10.0, max_retries: int = 4,
+                 backoff: float = 0.5, max_backoff: float = 20.0, transport: httpx.BaseTransport | None = None
+                 ) -> None:
+        self.host = host.rstrip("/")
+        token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
+        self.http = httpx.Client(base_url=self.host, timeout=timeout, transport=transport,
+                                 headers={"Authorization": f"Basic {token}", "User-Agent": "llmops-portal"})
+        self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        self._server: ServerInfo | None = None
+        self.retries = 0  # how many retries this client made (for run records and tests)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> LangfuseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Transport ---------------------------------------------------------
+
+    def request(self, method: str, path: str, *, params: Any = None, json_body: Any = None,
+                auth: bool = True) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self.http.request(method, path, params=params, json=json_body,
+                                             headers=None if auth else {"Authorization": ""})
+            except httpx.TimeoutException as exc:
+                error = LangfuseError(f"Langfuse at {self.host} timed out ({type(exc).__name__}).")
+                delay = self._delay(attempt, None)
+            except httpx.TransportError as exc:
+                error = LangfuseError(f"Langfuse at {self.host} cannot be reached ({type(exc).__name__}).")
+                delay = self._delay(attempt, None)
+            else:
+                if response.status_code < 400:
+                    return response.json() if response.content else None
+                error = self._error(response)
+                if response.status_code not in RETRY_STATUSES:
+                    raise error
+                delay = self._delay(attempt, response.headers.get("Retry-After"))
+            if attempt >= self.max_retries:
+                raise error
+            attempt += 1
+            self.retries += 1
+            log.info("langfuse %s %s failed (%s); retry %d in %.1f s", method, path, error.status or "network",
+                     attempt, delay)
+            time.sleep(delay)
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff)
+            except ValueError:
+                pass
+        return min(self.backoff * 2 ** attempt, self.max_backoff) * (0.5 + random.random() / 2)
+
+    def _error(self, response: httpx.Response) -> LangfuseError:
+        status = response.status_code
+        try:
+            detail = response.json()
+            detail = detail.get("message") or detail.get("error") or json.dumps(detail)[:300]
+        except ValueError:
+            detail = response.text[:300]
+        if status == 401:
+            return LangfuseError("Langfuse rejected the keys (401): check the public and secret key of the project.",
+                                 status=status, permanent=True)
+        if status == 403:
+            return LangfuseError(f"Langfuse refused this (403): {detail}", status=status, permanent=True)
+        if status == 404:
+            return LangfuseError(f"Not found in Langfuse (404): {detail}", status=status, permanent=True)
+        return LangfuseError(f"Langfuse answered {status}: {detail}", status=status,
+                             permanent=status not in RETRY_STATUSES)
+
+    # Server ------------------------------------------------------------
+
+    def server(self) -> ServerInfo:
+        if self._server is None:
+            health = self.request("GET", "/api/public/health", auth=False) or {}
+            version = str(health.get("version") or "3")
+            try:
+                major = int(version.lstrip("v").split(".")[0])
+            except ValueError:
+                major = 3
+            self._server = ServerInfo(version, major)
+        return self._server
+
+    def check(self) -> dict[str, Any]:
+        """Health and an authenticated call: the project these keys belong to."""
+        info = self.server()
+        projects = self.request("GET", "/api/public/projects") or {}
+        data = projects.get("data") or []
+        return {"version": info.version, "api": info.api, "project": data[0] if data else None}
+
+    # Traces and observations -------------------------------------------
+
+    def traces(self, *, from_time: str | None = None, to_time: str | None = None, name: str | None = None,
+               tags: list[str] | None = None, user_id: str | None = None, environment: list[str] | None = None,
+               limit: int = 100, max_items: int | None = None) -> Iterator[dict[str, Any]]:
+        """Traces in time order, page by page (the v3 traces API, served by both)."""
+        params: dict[str, Any] = {"limit": limit, "orderBy": "timestamp.asc"}
+        for key, value in (("fromTimestamp", from_time), ("toTimestamp", to_time), ("name", name),
+                           ("userId", user_id)):
+            if value:
+                params[key] = value
+        if tags:
+            params["tags"] = tags
+        if environment:
+            params["environment"] = environment
+        page, seen = 1, 0
+        while True:
+            body = self.request("GET", "/api/public/traces", params={**params, "page": page}) or {}
+            for trace in body.get("data", []):
+                yield trace
+                seen += 1
+                if max_items is not None and seen >= max_items:
+                    return
+            meta = body.get("meta") or {}
+            if page >= int(meta.get("totalPages") or 0) or not body.get("data"):
+                return
+            page += 1
+
+    def trace(self, trace_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/public/traces/{trace_id}")
+
+    def observations(self, *, trace_id: str | None = None, from_time: str | None = None, to_time: str | None = None,
+                     limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Observations: cursor-paged v2 API on v4, paged v1 API on v3."""
+        params: dict[str, Any] = {"limit": limit}
+        if trace_id:
+            params["traceId"] = trace_id
+        if self.server().api == "v4":
+            if from_time:
+                params["fromStartTime"] = from_time
+            if to_time:
+                params["toStartTime"] = to_time
+            while True:
+                body = self.request("GET", "/api/public/v2/observations", params=params) or {}
+                yield from body.get("data", [])
+                cursor = (body.get("meta") or {}).get("cursor")
+                if not cursor:
+                    return
+                params["cursor"] = cursor
+        else:
+            page = 1
+            while True:
+                body = self.request("GET", "/api/public/observations", params={**params, "page": page}) or {}
+                yield from body.get("data", [])
+                if page >= int((body.get("meta") or {}).get("totalPages") or 0):
+                    return
+                page += 1
+
+    # Scores ------------------------------------------------------------
+
+    def score_config(self, name: str, data_type: str, **spec: Any) -> dict[str, Any]:
+        """The score config of this name and type, created if missing."""
+        page = 1
+        while True:
+            body = self.request("GET", "/api/public/score-configs", params={"page": page, "limit": 100}) or {}
+            for config in body.get("data", []):
+                if config.get("name") == name and config.get("dataType") == data_type and not config.get("isArchived"):
+                    return config
+            if page >= int((body.get("meta") or {}).get("totalPages") or 0):
+                break
+            page += 1
+        return self.request("POST", "/api/public/score-configs", json_body={"name": name, "dataType": data_type,
+                                                                             **spec})
+
+    def create_score(self, score: dict[str, Any]) -> dict[str, Any]:
+        """POST a score. Langfuse upserts by `id`, so a retried call with
+        the same id never makes a second score."""
+        return self.request("POST", "/api/public/scores", json_body=score)
+
+    def scores(self, *, name: str | None = None, trace_id: str | None = None) -> Iterator[dict[str, Any]]:
+        if self.server().api == "v4":
+            params: dict[str, Any] = {"limit": 100, "fields": "details,subject"}
+            if name:
+                params["name"] = name
+            if trace_id:
+                params["traceId"] = trace_id
+            while True:
+                body = self.request("GET", "/api/public/v3/scores", params=params) or {}
+                yield from body.get("data", [])
+                cursor = (body.get("meta") or {}).get("cursor")
+                if not cursor:
+                    return
+                params["cursor"] = cursor
+        else:
+            page = 1
+            while True:
+                params = {"page": page, "limit": 100, **({"name": name} if name else {}),
+                          **({"traceId": trace_id} if trace_id else {})}
+                body = self.request("GET", "/api/public/v2/scores", params=params) or {}
+                yield from body.get("data", [])
+                if page >= int((body.get("meta") or {}).get("totalPages") or 0):
+                    return
+                page += 1
+
+    # Datasets ----------------------------------------------------------
+
+    def dataset(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"/api/public/v2/datasets/{name}")
+        except LangfuseError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_dataset(self, name: str, description: str = "", metadata: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        return self.request("POST", "/api/public/v2/datasets",
+                            json_body={"name": name, "description": description, "metadata": metadata or {}})
+
+    def upsert_dataset_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/api/public/dataset-items", json_body=item)
+
+    def dataset_items(self, dataset_name: str) -> Iterator[dict[str, Any]]:
+        page = 1
+        while True:
+            body = self.request("GET", "/api/public/dataset-items",
+                                params={"datasetName": dataset_name, "page": page, "limit": 100}) or {}
+            yield from body.get("data", [])
+            if page >= int((body.get("meta") or {}).get("totalPages") or 0):
+                return
+            page += 1
+
+    def create_dataset_run_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/api/public/dataset-run-items", json_body=item)
+
+    # Metrics -----------------------------------------------------------
+
+    def metrics(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        path = "/api/public/v2/metrics" if self.server().api == "v4" else "/api/public/metrics"
+        body = self.request("GET", path, params={"query": json.dumps(query)}) or {}
+        return body.get("data", [])

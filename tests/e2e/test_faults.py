@@ -1,0 +1,91 @@
+"""Faults: Redis restarts, the database is down for the usage consumer, the
+consumer is killed mid-batch. Proxies recover by themselves and no usage
+event is lost or counted twice."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from django.db.models import Sum
+
+from gateway.models import UsageDaily, UsageRecord
+from gateway.plugin import contract
+from tests.e2e.conftest import Stack, start_worker
+from tests.e2e.helpers import chat, issue_key, status_of, until
+from tests.factories import Tenant
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_redis_restart_proxies_recover_by_themselves_and_no_usage_is_lost(stack: Stack, acme: Tenant) -> None:
+    key = issue_key(acme)
+    served = 0
+    for gw in stack.gateways:
+        assert status_of(lambda gw=gw: chat(gw.url, key["key"]))[0] == 200
+        served += 1
+    stack.redis.stop()
+    code, message = status_of(lambda: chat(stack.gateways[0].url, key["key"]))
+    assert code == 503 and "retry" in message
+    stack.redis.start()
+    for gw in stack.gateways:
+        waited = until(lambda gw=gw: status_of(lambda: chat(gw.url, key["key"]))[0] == 200, 15, 0.2)
+        served += 1
+        print(f"{gw.name} served again {waited:.1f} s after Redis came back")
+    until(lambda: UsageRecord.objects.filter(key_id=key["id"]).count() == served, 20, 0.2)
+    time.sleep(1)
+    assert UsageRecord.objects.filter(key_id=key["id"]).count() == served
+
+
+def test_with_the_database_down_proxies_keep_serving_and_usage_waits_in_the_stream(stack: Stack,
+                                                                                  acme: Tenant) -> None:
+    key = issue_key(acme)
+    stack.worker.kill()
+    broken = dict(stack.env, DATABASE_URL="postgres://postgres@127.0.0.1:1/unreachable")
+    nodb = start_worker(broken, "nodb")
+    try:
+        for i in range(10):
+            assert chat(stack.gateways[i % 2].url, key["key"]).choices[0].message.content == "hello from acme"
+        r = stack.client()
+        assert r.xlen(contract.USAGE_STREAM) >= 10  # every event waits in the stream
+        time.sleep(2)  # the consumer keeps trying...
+        assert UsageRecord.objects.filter(key_id=key["id"]).count() == 0  # ...and cannot store them
+    finally:
+        nodb.kill()
+    stack.worker = start_worker(stack.env)
+    until(lambda: UsageRecord.objects.filter(key_id=key["id"]).count() == 10, 20, 0.2)
+    assert int(stack.client().xpending(contract.USAGE_STREAM, contract.USAGE_GROUP)["pending"]) == 0
+
+
+def test_a_consumer_killed_mid_batch_leaves_no_duplicates(stack: Stack, acme: Tenant) -> None:
+    n = 20_000
+    stack.worker.kill()
+    r = stack.client()
+    pipe = r.pipeline(transaction=False)
+    now = time.time()
+    for i in range(n):
+        event = {"request_id": uuid.uuid4().hex, "ts": now, "key_id": acme.key.pk, "key_hash": acme.key.key_hash,
+                 "org": acme.org.pk, "team": acme.team.pk, "project": acme.project.pk, "owner": "member@acme.test",
+                 "route": "chat", "group": "acme/chat", "deployment": "dep-1", "provider_model": "gpt-4o-mini",
+                 "prompt_tokens": 10, "completion_tokens": 20, "cost_nano": 1000 + i % 7, "latency_ms": 12.5,
+                 "status": "success", "status_code": 200, "error_class": "", "trace_id": ""}
+        pipe.xadd(contract.USAGE_STREAM, {"event": json.dumps(event)})
+    pipe.execute()
+    expected_cost = sum(1000 + i % 7 for i in range(n))
+    stack.worker = start_worker(stack.env)
+    until(lambda: UsageRecord.objects.filter(key=acme.key).exists(), 20, 0.01)
+    time.sleep(0.3)
+    stack.worker.kill()  # in the middle of ingesting
+    stored_at_kill = UsageRecord.objects.filter(key=acme.key).count()
+    pending = int(r.xpending(contract.USAGE_STREAM, contract.USAGE_GROUP)["pending"])
+    print(f"killed with {stored_at_kill} stored and {pending} delivered but unacknowledged")
+    assert stored_at_kill < n
+    stack.worker = start_worker(stack.env)
+    until(lambda: UsageRecord.objects.filter(key=acme.key).count() == n, 60, 0.2)
+    until(lambda: int(r.xpending(contract.USAGE_STREAM, contract.USAGE_GROUP)["pending"]) == 0, 20, 0.2)
+    assert UsageRecord.objects.filter(key=acme.key).values("request_id").distinct().count() == n
+    rollup = UsageDaily.objects.filter(key=acme.key).aggregate(requests=Sum("requests"), cost=Sum("cost"))
+    assert rollup["requests"] == n
+    assert int(rollup["cost"] * contract.NANO) == expected_cost
