@@ -19,6 +19,12 @@ with open(sys.argv[1], "w") as f:
     f.write("LITELLM_LOCAL_MODEL_COST_MAP=True\n")
 PY
 fi
+# Redis: use a running one; otherwise the demo starts its own (installed here if missing).
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing redis-server with apt-get" >&2
+  $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
 export PORTAL_ENV_FILE="$ENV_FILE"
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 exec .venv/bin/python manage.py demo "$@"

@@ -14,11 +14,12 @@ import redis
 from django.conf import settings as django_settings
 
 from gateway import sync
-from tests.e2e.procs import LOGS, Gateway, RedisServer, Worker, portal_env, wait_for
+from tests.e2e.procs import LOGS, ROOT, Gateway, RedisServer, Worker, portal_env, wait_for
 from tests.factories import Tenant, make_tenant
 from tests.langfuse_standin import LangfuseStandin
 
 pytestmark = pytest.mark.e2e
+MAIL_DIR = LOGS.parent / "e2e-mail"  # the worker's email goes here, one file per message
 
 
 @dataclass
@@ -59,7 +60,8 @@ def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: An
     (directory / "redis").mkdir()
     server = RedisServer(directory / "redis").start()
     broker = server.url.rsplit("/", 1)[0] + "/1"
-    env = portal_env(server.url, database_url(), CELERY_BROKER_URL=broker)
+    env = portal_env(server.url, database_url(), CELERY_BROKER_URL=broker,
+                     EMAIL_URL=f"filemail:///{MAIL_DIR.relative_to(ROOT)}")
     langfuse = LangfuseStandin(version=4).start()
     with django_db_blocker.unblock():
         gateways = [Gateway(env, directory / f"gw{i}").start() for i in range(2)]

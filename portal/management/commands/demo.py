@@ -22,11 +22,29 @@ from django.core.management.base import BaseCommand, CommandError
 LOG_DIR = Path(settings.BASE_DIR) / "var" / "log"
 
 
+def redis_reachable() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def wait_redis(timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not redis_reachable():
+        if time.monotonic() > deadline:
+            raise CommandError("redis-server did not start; see var/log/redis.log")
+        time.sleep(0.2)
+
+
 @dataclass
 class Proc:
     name: str
     argv: list[str]
     ready_url: str | None = None
+    stop_signal: int = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = None
 
 
@@ -50,27 +68,41 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--web-port", type=int, default=8000)
+        parser.add_argument("--gateway-port", type=int, default=4000)
 
-    def processes(self, web_port: int) -> list[Proc]:
+    def processes(self, web_port: int, gateway_port: int) -> list[Proc]:
         python = sys.executable
-        return [
+        procs = []
+        if not redis_reachable():
+            procs.append(Proc("redis", ["redis-server", "--port", "6379", "--bind", "127.0.0.1", "--save", "",
+                                        "--appendonly", "no"]))
+        return procs + [
             Proc("web", [python, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{web_port}", "-w", "2",
                          "--access-logfile", "-"], f"http://127.0.0.1:{web_port}/login/"),
+            Proc("gateway", [python, "manage.py", "gateway", "--port", str(gateway_port)],
+                 f"http://127.0.0.1:{gateway_port}/health/liveliness"),
+            # SIGQUIT: a cold shutdown; the long usage task is safe to cut (acknowledged late, idempotent)
+            Proc("worker", [python, "-m", "celery", "-A", "portal", "worker", "-Q", "sync,usage,evals", "-c", "3",
+                            "--loglevel", "INFO", "-n", "demo@%h"], stop_signal=signal.SIGQUIT),
+            Proc("beat", [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
+                          "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]),
         ]
 
-    def handle(self, *args: Any, web_port: int, **options: Any) -> None:
+    def handle(self, *args: Any, web_port: int, gateway_port: int, **options: Any) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.stdout.write("Migrating the demo database...")
         call_command("migrate", verbosity=0)
         out = io.StringIO()
         call_command("seed_demo", "--json", stdout=out)
         info = json.loads(out.getvalue())
-        procs = self.processes(web_port)
+        procs = self.processes(web_port, gateway_port)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             for proc in procs:
                 self.start(proc)
-            self.banner(info, web_port)
+                if proc.name == "redis":
+                    wait_redis()
+            self.banner(info, web_port, gateway_port)
             while True:
                 for proc in procs:
                     if proc.process and proc.process.poll() is not None:
@@ -93,7 +125,7 @@ class Command(BaseCommand):
     def stop(self, procs: list[Proc]) -> None:
         for proc in reversed(procs):
             if proc.process and proc.process.poll() is None:
-                os.killpg(proc.process.pid, signal.SIGTERM)
+                os.killpg(proc.process.pid, proc.stop_signal)
         for proc in procs:
             if proc.process:
                 try:
@@ -102,16 +134,31 @@ class Command(BaseCommand):
                     os.killpg(proc.process.pid, signal.SIGKILL)
         self.stdout.write("All demo processes stopped.")
 
-    def banner(self, info: dict[str, Any], web_port: int) -> None:
-        web = f"http://127.0.0.1:{web_port}"
+    def banner(self, info: dict[str, Any], web_port: int, gateway_port: int) -> None:
+        web, gw, key, token = (f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{gateway_port}",
+                               info["demo_key"], info["api_token"])
+        cline = info["cline"]
         lines = [
             "",
-            "LLMOps Portal demo is running.",
+            "LLMOps Portal demo is running (web, gateway = LiteLLM with the portal's plugin, worker, beat, Redis).",
             f"  Web UI      {web}/   login {info['login']} / {info['password']}",
             f"  REST API    {web}/api/v1/   docs {web}/api/v1/docs/",
-            f"  API token   {info['api_token']}",
-            f"  Try:        curl -H 'Authorization: Bearer {info['api_token']}' {web}/api/v1/orgs/{info['org']}/keys/",
+            f"  API token   {token}",
+            f"  Gateway     {gw}/v1   (OpenAI-compatible)",
+            f"  Demo key    {key}",
             "",
-            "Press Ctrl-C to stop.",
+            "Call the gateway with the demo key:",
+            f"  curl {gw}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
+            "       -d '{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
+            "",
+            "Then see its usage (a second or so later):",
+            f"  curl -H 'Authorization: Bearer {token}' '{web}/api/v1/orgs/{info['org']}/usage/?group_by=key'",
+            "",
+            "Cline (VS Code): API Provider 'LiteLLM', Base URL " + cline["base_url"] + f", API Key {key}, Model "
+            + cline["model"],
+            f"Cline CLI: write this to {cline['cli_providers_json_path']}:",
+            "  " + json.dumps(cline["cli_providers_json"]),
+            "",
+            "Press Ctrl-C to stop everything.",
         ]
         self.stdout.write("\n".join(lines))
