@@ -65,10 +65,20 @@ def _row(e: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+INCOMING_DDL = """CREATE TEMP TABLE IF NOT EXISTS usage_incoming (
+    request_id varchar(100), created_at timestamptz, organization_id bigint, team_id bigint, project_id bigint,
+    key_id bigint, owner_email varchar(254), route varchar(100), model_group varchar(160), deployment varchar(100),
+    provider_model varchar(200), prompt_tokens integer, completion_tokens integer, cost numeric(18, 9),
+    latency_ms double precision, status varchar(10), status_code integer, error_class varchar(100),
+    trace_id varchar(32)) ON COMMIT DELETE ROWS"""
+
+
 def insert_new(rows: list[tuple[Any, ...]]) -> set[str]:
     """Insert the rows whose request id is new; return those ids."""
     if not rows:
         return set()
+    if connection.vendor == "postgresql":
+        return _insert_new_copy(rows)
     table = UsageRecord._meta.db_table
     placeholders = "(" + ", ".join(["%s"] * len(RECORD_COLUMNS)) + ")"
     sql = (f'INSERT INTO "{table}" ({", ".join(RECORD_COLUMNS)}) VALUES '
@@ -77,6 +87,22 @@ def insert_new(rows: list[tuple[Any, ...]]) -> set[str]:
     with connection.cursor() as cur:
         cur.execute(sql, [v for row in rows for v in row])
         return {r[0] for r in cur.fetchall()}
+
+
+def _insert_new_copy(rows: list[tuple[Any, ...]]) -> set[str]:
+    """PostgreSQL: COPY the batch into a temporary table, then move the new
+    rows over in one statement (several times faster than a long INSERT)."""
+    table, cols = UsageRecord._meta.db_table, ", ".join(RECORD_COLUMNS)
+    with connection.cursor() as cur:
+        cur.execute(INCOMING_DDL)
+        with cur.cursor.copy(f"COPY usage_incoming ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM usage_incoming '
+                    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+        new = {r[0] for r in cur.fetchall()}
+        cur.execute("DELETE FROM usage_incoming")
+        return new
 
 
 def add_to_rollups(events: list[dict[str, Any]]) -> None:

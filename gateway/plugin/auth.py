@@ -101,12 +101,14 @@ def check_status(pointer: dict[str, Any], key: dict[str, Any], now: float) -> No
                    "permission_error", "key_blocked")
 
 
-async def read_model(request: Request) -> str | None:
+async def read_body(request: Request) -> tuple[dict[str, Any], int]:
+    """The JSON body (or {}) and its size in bytes."""
+    raw = await request.body()
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return None
-    return body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+        return {}, len(raw)
+    return (body if isinstance(body, dict) else {}), len(raw)
 
 
 def check_model(model: str | None, routes: dict[str, str], org: dict[str, Any]) -> None:
@@ -133,8 +135,8 @@ async def scope_budgets(st: GatewayState, key: dict[str, Any], org: dict[str, An
             for s in SCOPES]
 
 
-async def reserve(st: GatewayState, request: Request, key: dict[str, Any], org: dict[str, Any], group: str,
-                  request_id: str) -> list[dict[str, Any]]:
+async def reserve(st: GatewayState, body: dict[str, Any], size: int, key: dict[str, Any], org: dict[str, Any],
+                  group: str, request_id: str) -> list[dict[str, Any]]:
     """Admit the request against rate limits and every budget, holding its
     estimated cost until the callbacks settle the real one."""
     scopes = await scope_budgets(st, key, org)
@@ -146,14 +148,9 @@ async def reserve(st: GatewayState, request: Request, key: dict[str, Any], org: 
         keys += contract.budget_keys(s["scope"], s["id"], s["period_label"])
         budget_max = s["budget"]["max"]
         maxima.append(-1 if budget_max is None else round(budget_max * contract.NANO))
-    body = await request.body()
-    try:
-        parsed = json.loads(body)
-        max_tokens = parsed.get("max_tokens") or parsed.get("max_completion_tokens")
-    except (ValueError, AttributeError):
-        max_tokens = None
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     in_price, out_price = st.prices.get(group, (0.0, 0.0))
-    prompt_cost = math.ceil(math.ceil(len(body) / 4) * in_price * contract.NANO)  # ~4 bytes per token
+    prompt_cost = math.ceil(math.ceil(size / 4) * in_price * contract.NANO)  # ~4 bytes per token
     result = await st.run(contract.RESERVE, keys, [
         int(now.timestamp() * 1000), request_id, prompt_cost, out_price * contract.NANO,
         max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else -1, DEFAULT_COMPLETION_TOKENS,
@@ -241,11 +238,12 @@ async def _authenticate(st: GatewayState, request: Request, api_key: str) -> Use
                               "project": key["project"], "owner": key["owner"]}
     metadata: dict[str, Any] = {"portal": portal}
     if path in LLM_ROUTES:
-        model = await read_model(request)
+        body, size = await read_body(request)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
         check_model(model, routes, org)
         assert model is not None
         request_id = uuid.uuid4().hex
-        scopes = await reserve(st, request, key, org, routes[model], request_id)
+        scopes = await reserve(st, body, size, key, org, routes[model], request_id)
         project = await st.doc(contract.project_doc(key["project"]))
         portal.update(reservation=request_id, route=model, group=routes[model], started=now,
                       trace_id=trace_context(request),

@@ -44,7 +44,9 @@ def render(env: dict[str, str]) -> dict[str, Any]:
         "general_settings": {
             "master_key": "os.environ/LITELLM_MASTER_KEY",
             "custom_auth": "gateway.plugin.auth.user_api_key_auth",
-            "custom_auth_run_common_checks": True,
+            # The plugin makes every check itself (status, expiry, model access, budgets, rate
+            # limits); LiteLLM's common checks would look up DB team/project records there are none of.
+            "custom_auth_run_common_checks": False,
         },
         "litellm_settings": {
             "callbacks": ["gateway.plugin.callbacks.portal_callbacks"],
