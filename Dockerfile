@@ -1,0 +1,13 @@
+# The portal's image: web, worker, beat (and, if you like, the gateway via `manage.py gateway`).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LITELLM_LOCAL_MODEL_COST_MAP=True
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN DJANGO_SECRET_KEY=build PORTAL_ENCRYPTION_KEYS=YnVpbGQtb25seS1rZXktMDAwMDAwMDAwMDAwMDAwMDA= \
+    python manage.py collectstatic --noinput -v0
+RUN useradd --create-home portal && chown -R portal /app
+USER portal
+EXPOSE 8000
+CMD ["gunicorn", "portal.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--access-logfile", "-"]
