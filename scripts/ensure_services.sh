@@ -33,4 +33,6 @@ if ! redis_up; then
   for _ in $(seq 1 30); do redis_up && break; sleep 0.5; done
   redis_up || { echo "Redis did not start" >&2; exit 1; }
 fi
-echo "PostgreSQL and Redis are up" >&2
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+echo "PostgreSQL, Redis and Chromium are ready" >&2

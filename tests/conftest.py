@@ -26,3 +26,15 @@ def acme(db: Any) -> Tenant:
 @pytest.fixture
 def globex(db: Any) -> Tenant:
     return make_tenant("globex", provider_secret="sk-globex-provider-secret")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_db_sessions(django_db_setup: Any, django_db_blocker: Any) -> Any:
+    """Threads of the live server (and killed subprocesses) can leave sessions on
+    the test database; end them so it can be dropped at the end of the run."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")

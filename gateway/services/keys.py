@@ -91,6 +91,16 @@ def default_model(key: VirtualKey, requested: list[ModelRoute] | None = None) ->
     return route.name if route else ""
 
 
+def _tell_gateway_the_secret(key: VirtualKey, plaintext: str) -> None:
+    """In litellm-admin mode LiteLLM stores the secret's hash itself, so it must
+    learn the plaintext now, inside the transaction: if it cannot, the key is
+    rolled back (`gateway.litellm_admin.LiteLLMAdminError`)."""
+    if settings.GATEWAY_MODE == "litellm-admin":
+        from gateway.litellm_admin import register_key
+
+        register_key(key, plaintext)
+
+
 @transaction.atomic
 def key_create(*, actor: Actor, data: dict[str, Any]) -> IssuedKey:
     team, project = data["team"], data["project"]
@@ -107,6 +117,7 @@ def key_create(*, actor: Actor, data: dict[str, Any]) -> IssuedKey:
     key.full_clean(exclude=["key_hash"])
     key.save()
     key.allowed_routes.set(routes)
+    _tell_gateway_the_secret(key, secret.plaintext)
     audit.record(actor, "key.create", key, after=key_state(key))
     changes.key_changed(key.pk)
     return IssuedKey(key, secret.plaintext, cline_setup(api_key=secret.plaintext, model=default_model(key, routes)))
@@ -164,6 +175,7 @@ def key_rotate(*, actor: Actor, key: VirtualKey, grace_period_seconds: int = 0) 
     secret = new_secret(VIRTUAL_KEY_PREFIX)
     key.key_hash, key.key_prefix, key.rotated_at = secret.digest, secret.display_prefix, now
     key.save(update_fields=["key_hash", "key_prefix", "rotated_at", "updated_at"])
+    _tell_gateway_the_secret(key, secret.plaintext)
     after = key_state(key) | {"grace_period_seconds": grace_period_seconds}
     audit.record(actor, "key.rotate", key, before=before, after=after)
     changes.key_changed(key.pk)

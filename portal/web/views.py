@@ -4,6 +4,7 @@ through the same serializers (for validation) and services."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from functools import wraps
@@ -15,8 +16,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from gateway import selectors
 from gateway.api.serializers import KeySerializer
 from gateway.models import ModelRoute, VirtualKey
 from gateway.services import keys as key_services
@@ -24,6 +27,7 @@ from portal.access import Actor, NotAMember, actor_for_user
 from portal.api.errors import validation_detail
 from portal.exceptions import Conflict
 from portal.models import AuditLogEntry, Membership, Organization, OrgRole, Project, Team
+from portal.web import charts
 
 View = Callable[..., HttpResponse]
 
@@ -81,11 +85,20 @@ def home(request: HttpRequest) -> HttpResponse:
 def org_overview(request: HttpRequest, actor: Actor) -> HttpResponse:
     org = actor.organization
     teams = Team.objects.filter(organization=org).prefetch_related("projects")
+    series = selectors.daily_series(actor, days=30)
+    today = timezone.now().date()
+    window = {"from": today - dt.timedelta(days=29), "to": today}
+    by_route = selectors.usage_report(actor, {"group_by": "route", **window})
+    by_team = selectors.usage_report(actor, {"group_by": "team", **window})
     return render(request, "web/org.html", _ctx(
         actor, teams=teams,
         routes=ModelRoute.objects.filter(organization=org).prefetch_related("deployments"),
         key_count=key_services.keys_visible_to(actor, VirtualKey.objects.filter(organization=org)).count(),
         member_count=Membership.objects.filter(organization=org).count(),
+        spend_chart=charts.bar_chart([(d, r["cost"]) for d, r in series], unit="$", title="Spend per day"),
+        requests_chart=charts.bar_chart([(d, r["requests"]) for d, r in series], title="Requests per day",
+                                        color="#067647"),
+        totals=by_route["totals"], by_route=by_route["results"][:8], by_team=by_team["results"][:8],
     ))
 
 

@@ -1,0 +1,87 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright.
+Screenshots go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import usage
+from gateway.models import VirtualKey
+from tests.factories import Tenant
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        yield page
+        browser.close()
+
+
+def seed_usage(t: Tenant) -> None:
+    now = time.time()
+    usage.store([{"request_id": uuid.uuid4().hex, "ts": now - 86400 * (i % 12), "key_id": t.key.pk,
+                  "key_hash": "x", "org": t.org.pk, "team": t.team.pk, "project": t.project.pk,
+                  "owner": "member@acme.test", "route": ("chat", "code")[i % 2], "group": "acme/chat",
+                  "prompt_tokens": 100, "completion_tokens": 50, "cost_nano": 20_000_000 * (1 + i % 5),
+                  "latency_ms": 300 + i, "status": "success" if i % 9 else "error"} for i in range(60)])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_issue_rotate_and_revoke_a_key_in_the_browser(live_server: Any, acme: Tenant, page: Any) -> None:
+    seed_usage(acme)
+    owner = acme.users["owner"]
+    owner.set_password("pw-for-tests-1234")
+    owner.save()
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", owner.username)
+    page.fill("#id_password", "pw-for-tests-1234")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/orgs/acme/")
+    assert page.locator("#spend-chart svg rect").count() == 30
+    assert "requests (" in page.inner_text("main")
+    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+    page.click("text=Keys")
+    page.fill("#name", "browser key")
+    page.select_option("#allowed_routes", ["chat"])
+    page.fill("#max_budget", "12.5")
+    page.select_option("#budget_period", "monthly")
+    page.click("#issue-key button[type=submit]")
+    plaintext = page.inner_text("#plaintext").strip()
+    key = VirtualKey.objects.get(name="browser key")
+    assert plaintext.startswith(key.key_prefix) and len(plaintext) > 40
+    assert plaintext in page.inner_text("#cline-vscode") and plaintext in page.inner_text("#providers-json")
+    page.screenshot(path=str(SHOTS / "key-issued.png"), full_page=True)
+
+    page.click("text=Done")
+    row = page.locator("#keys tr", has_text="browser key")
+    row.locator("button", has_text="Rotate").click()
+    rotated = page.inner_text("#plaintext").strip()
+    assert rotated != plaintext and "keeps working for 3600 seconds" in page.inner_text("main")
+    page.click("text=Done")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator("#keys tr", has_text="browser key").locator("button", has_text="Revoke").click()
+    page.wait_for_selector("text=revoke done")
+    assert "revoked" in page.locator("#keys tr", has_text="browser key").inner_text()
+    page.screenshot(path=str(SHOTS / "keys.png"), full_page=True)
+    key.refresh_from_db()
+    assert key.status == "revoked"
