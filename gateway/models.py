@@ -121,9 +121,16 @@ class KeyStatus(models.TextChoices):
     REVOKED = "revoked", "Revoked"
 
 
+class KeyKind(models.TextChoices):
+    USER = "user", "Issued to people and scripts"
+    SERVICE = "service", "The portal's own (evaluations, benchmarks)"
+
+
 class VirtualKey(BudgetFields):
     """An API key for the gateway. Only its SHA-256 and a display prefix are
-    stored; the plaintext is shown once, at creation or rotation."""
+    stored; the plaintext is shown once, at creation or rotation. A project's
+    service key is the portal's own: its plaintext is derived from the
+    portal's secret when needed, never stored either."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="keys")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="keys")
@@ -139,6 +146,7 @@ class VirtualKey(BudgetFields):
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MaxValueValidator(1_000_000_000)])
     expires_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
+    kind = models.CharField(max_length=10, choices=KeyKind.choices, default=KeyKind.USER)
     metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")

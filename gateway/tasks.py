@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from gateway import sync, usage
+from gateway import sync, tasks_admin, usage  # noqa: F401  (tasks_admin: the litellm-admin mode's tasks)
 
 
 @shared_task(name="gateway.tasks.sync_drain_outbox", soft_time_limit=60, ignore_result=True)

@@ -156,6 +156,8 @@ SPECTACULAR_SETTINGS = {
         "BudgetPeriodEnum": "portal.models.BudgetPeriod.choices",
         "TeamRoleEnum": "portal.models.TeamRole.choices",
         "KeyStatusEnum": "gateway.models.KeyStatus.choices",
+        "RunStatusEnum": "evals.models.RunStatus.choices",
+        "ScoreStatusEnum": "evals.models.ScoreStatus.choices",
     },
 }
 
@@ -182,6 +184,8 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 GATEWAY_PUBLIC_URL = env.str("GATEWAY_PUBLIC_URL", default="http://127.0.0.1:4000").rstrip("/")
 # managed: the plugin reads what the portal pushes to Redis.
 # litellm-admin: the portal drives LiteLLM's own management API.
+# Where the portal's workers reach the gateway for judge and benchmark calls.
+GATEWAY_INTERNAL_URL = env.str("GATEWAY_INTERNAL_URL", default=GATEWAY_PUBLIC_URL).rstrip("/")
 GATEWAY_MODE = env.str("GATEWAY_MODE", default="managed")
 if GATEWAY_MODE not in ("managed", "litellm-admin"):
     raise ImproperlyConfigured("GATEWAY_MODE must be 'managed' or 'litellm-admin'")

@@ -1,20 +1,12 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import SimpleRouter
 
-from evals.api.views import LangfuseConnectionViewSet
 from gateway.api.usage import UsageViewSet
 from gateway.api.views import CredentialViewSet, KeyViewSet, RouteViewSet
 from portal.api import views
+from portal.api.routers import Router
 
 ORG = r"orgs/(?P<org_slug>[^/]+)"
-
-
-class Router(SimpleRouter):
-    """Like SimpleRouter, without PUT: every update is a PATCH."""
-
-    def get_method_map(self, viewset, method_map):  # type: ignore[no-untyped-def]
-        return {m: a for m, a in super().get_method_map(viewset, method_map).items() if m != "put"}
 
 
 router = Router(trailing_slash=True)
@@ -30,13 +22,11 @@ router.register(f"{ORG}/audit-log", views.AuditLogViewSet, basename="audit-log")
 router.register(f"{ORG}/usage", UsageViewSet, basename="usage")
 
 org_detail = views.OrganizationViewSet.as_view({"get": "retrieve", "patch": "partial_update"})
-PROJECT = "orgs/<str:org_slug>/projects/<int:project_id>"
-langfuse_detail = LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("orgs/<str:org_slug>/", org_detail, name="organization-detail"),
-    path(f"{PROJECT}/langfuse/", langfuse_detail, name="project-langfuse"),
+    path("", include("evals.api.urls")),
     path("", include(router.urls)),
 ]

@@ -64,7 +64,10 @@ def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: An
                      EMAIL_URL=f"filemail:///{MAIL_DIR.relative_to(ROOT)}")
     langfuse = LangfuseStandin(version=4).start()
     with django_db_blocker.unblock():
-        gateways = [Gateway(env, directory / f"gw{i}").start() for i in range(2)]
+        gateways = [Gateway(env, directory / f"gw{i}") for i in range(2)]
+        env["GATEWAY_INTERNAL_URL"] = gateways[0].url  # the worker's judge and benchmark calls
+        for gw in gateways:
+            gw.start()
         for gw in gateways:
             gw.wait_ready()
         django_settings.CELERY_BROKER_URL = broker

@@ -1,0 +1,21 @@
+"""Evaluation endpoints under /api/v1/orgs/{org_slug}/projects/{project_id}/."""
+
+from django.urls import path
+
+from evals.api import views
+from portal.api.routers import Router
+
+PROJECT = r"orgs/(?P<org_slug>[^/]+)/projects/(?P<project_id>[0-9]+)"
+
+router = Router(trailing_slash=True)
+router.register(f"{PROJECT}/evaluators", views.EvaluatorViewSet, basename="evaluator")
+router.register(f"{PROJECT}/schedules", views.ScheduleViewSet, basename="schedule")
+router.register(f"{PROJECT}/runs", views.RunViewSet, basename="run")
+# datasets/, benchmarks/, calibration: registered below by their modules
+
+langfuse_detail = views.LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
+
+urlpatterns = [
+    path("orgs/<str:org_slug>/projects/<int:project_id>/langfuse/", langfuse_detail, name="project-langfuse"),
+    *router.urls,
+]

@@ -1,0 +1,102 @@
+"""Calls from the portal's workers through the gateway (judges, benchmarks),
+with the project's service key: budgeted and visible like any other use.
+
+Each call carries a W3C `traceparent` with a fresh trace id, so the call's
+Langfuse trace (if the project has Langfuse) and the portal's records share
+it. Rate limits (429 with Retry-After) and transient errors are retried a
+bounded number of times; a budget refusal is final."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+PORTAL_TAG = "portal-evaluation"
+
+
+class GatewayCallError(Exception):
+    def __init__(self, message: str, *, status: int | None = None, permanent: bool = False,
+                 budget: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.permanent, self.budget = status, permanent, budget
+
+
+@dataclass
+class Completion:
+    content: str
+    tool_arguments: str | None
+    cost: float
+    latency_ms: float
+    trace_id: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class GatewayClient:
+    def __init__(self, api_key: str, *, base_url: str | None = None, timeout: float = 120.0, max_retries: int = 3,
+                 backoff: float = 0.5) -> None:
+        self.client = openai.OpenAI(base_url=f"{base_url or settings.GATEWAY_INTERNAL_URL}/v1", api_key=api_key,
+                                    timeout=timeout, max_retries=0)
+        self.max_retries, self.backoff = max_retries, backoff
+
+    def chat(self, model: str, messages: list[dict[str, Any]], *, purpose: str = "judge", **params: Any) -> Completion:
+        """`purpose` names the call's Langfuse trace (`portal-<purpose>`) and tags it
+        `portal-evaluation`, so that evaluations never evaluate their own calls."""
+        trace_id = uuid.uuid4().hex
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        params.setdefault("extra_body", {})["metadata"] = {"trace_name": f"portal-{purpose}", "tags": [PORTAL_TAG]}
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                raw = self.client.chat.completions.with_raw_response.create(
+                    model=model, messages=messages, extra_headers=headers, **params)
+            except openai.APIStatusError as exc:
+                error = self._error(exc)
+                delay = self._retry_after(exc) or self.backoff * 2 ** attempt
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                error = GatewayCallError(f"The gateway did not answer ({type(exc).__name__}).")
+                delay = self.backoff * 2 ** attempt
+            else:
+                return self._completion(raw, trace_id, started)
+            if error.permanent or attempt >= self.max_retries:
+                raise error
+            attempt += 1
+            time.sleep(min(delay, 30.0))
+
+    @staticmethod
+    def _completion(raw: Any, trace_id: str, started: float) -> Completion:
+        response = raw.parse()
+        message = response.choices[0].message
+        tool_calls = getattr(message, "tool_calls", None) or []
+        usage = response.usage
+        return Completion(
+            content=message.content or "", tool_arguments=tool_calls[0].function.arguments if tool_calls else None,
+            cost=float(raw.headers.get("x-litellm-response-cost") or 0.0),
+            latency_ms=(time.perf_counter() - started) * 1000, trace_id=trace_id,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+
+    @staticmethod
+    def _retry_after(exc: openai.APIStatusError) -> float | None:
+        try:
+            return float(exc.response.headers.get("retry-after", ""))
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _error(exc: openai.APIStatusError) -> GatewayCallError:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        message = (err.get("message") if isinstance(err, dict) else None) or str(exc)
+        budget = exc.status_code == 429 and isinstance(err, dict) and err.get("type") == "budget_exceeded"
+        permanent = budget or (400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429))
+        return GatewayCallError(message, status=exc.status_code, permanent=permanent, budget=budget)

@@ -1,0 +1,200 @@
+"""Writes to evaluators (versioned), schedules (with their beat entries) and runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from celery.schedules import crontab
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from evals.judge import VARIABLE
+from evals.models import EvalRun, EvalSchedule, Evaluator, EvaluatorVersion, RunStatus
+from evals.templates import TEMPLATES, template
+from gateway.models import ModelRoute
+from portal import audit
+from portal.access import Actor
+from portal.models import Project
+
+VERSION_FIELDS = ("judge_route", "template_key", "prompt_template", "variables", "score_type", "min_value",
+                  "max_value", "labels", "pass_threshold", "pass_labels", "output_mode")
+SCHEDULE_FIELDS = ("name", "enabled", "cron", "interval_seconds", "filters", "sampling_rate", "max_traces",
+                   "max_judge_spend", "initial_lookback_hours", "alert_below", "alert_drop")
+
+
+def version_state(v: EvaluatorVersion) -> dict[str, Any]:
+    return audit.snapshot(v, ("version", *VERSION_FIELDS))
+
+
+def check_version(project: Project, data: dict[str, Any]) -> None:
+    errors: dict[str, str] = {}
+    route: ModelRoute = data["judge_route"]
+    usable = ModelRoute.objects.filter(pk=route.pk, organization_id=project.organization_id, is_active=True).filter(
+        Q(allowed_teams=None) | Q(allowed_teams=project.team_id))
+    if not usable.exists():
+        errors["judge_route"] = "The route is not available to this project's team."
+    kind = data["score_type"]
+    if kind == "numeric":
+        lo, hi = data.get("min_value"), data.get("max_value")
+        if lo is None or hi is None or lo >= hi:
+            errors["min_value"] = "A numeric score needs min_value < max_value."
+    if kind == "categorical":
+        labels = data.get("labels") or []
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            errors["labels"] = "A categorical score needs two or more distinct labels."
+        elif not set(data.get("pass_labels") or []) <= set(labels):
+            errors["pass_labels"] = "Pass labels must be among the labels."
+    if kind == "boolean" and not set(data.get("pass_labels") or []) <= {"true", "false"}:
+        errors["pass_labels"] = "For a boolean score: ['true'] or ['false']."
+    if not VARIABLE.search(data.get("prompt_template", "")):
+        errors["prompt_template"] = "The prompt uses no variable ({{input}}, {{output}}, ...)."
+    if errors:
+        raise ValidationError(errors)
+
+
+def _definition(data: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    if data.get("template"):
+        base = {**base, **template(data["template"])}
+    return {**base, **{k: v for k, v in data.items() if k in VERSION_FIELDS}}
+
+
+@transaction.atomic
+def evaluator_create(*, actor: Actor, project: Project, data: dict[str, Any]) -> Evaluator:
+    actor.require_team_manager(project.team_id)
+    definition = _definition(data, {})
+    missing = [f for f in ("judge_route", "prompt_template", "score_type") if f not in definition]
+    if missing:
+        raise ValidationError({f: "This field is required (or choose a template)." for f in missing})
+    check_version(project, definition)
+    if Evaluator.objects.filter(project=project, name=data["name"]).exists():
+        raise ValidationError({"name": "An evaluator with this name already exists."})
+    evaluator = Evaluator.objects.create(project=project, name=data["name"],
+                                         description=data.get("description") or TEMPLATES.get(
+                                             data.get("template") or "", {}).get("description", ""))
+    version = EvaluatorVersion.objects.create(evaluator=evaluator, version=1, created_by=actor.user,
+                                              **{k: definition[k] for k in VERSION_FIELDS if k in definition})
+    audit.record(actor, "evaluator.create", evaluator, after=version_state(version))
+    return evaluator
+
+
+@transaction.atomic
+def evaluator_update(*, actor: Actor, evaluator: Evaluator, data: dict[str, Any]) -> Evaluator:
+    """Name and description change in place; any change to the definition makes a new version."""
+    actor.require_team_manager(evaluator.project.team_id)
+    evaluator = Evaluator.objects.select_for_update().get(pk=evaluator.pk)
+    for field in ("name", "description", "archived"):
+        if field in data:
+            setattr(evaluator, field, data[field])
+    if "name" in data and Evaluator.objects.filter(project=evaluator.project, name=data["name"]).exclude(
+            pk=evaluator.pk).exists():
+        raise ValidationError({"name": "An evaluator with this name already exists."})
+    evaluator.save()
+    current = evaluator.current
+    assert current is not None
+    base = {k: getattr(current, k) for k in VERSION_FIELDS}
+    definition = _definition(data, base)
+    if definition != base:
+        check_version(evaluator.project, definition)
+        new = EvaluatorVersion.objects.create(evaluator=evaluator, version=current.version + 1,
+                                              created_by=actor.user, **definition)
+        audit.record(actor, "evaluator.update", evaluator, before=version_state(current), after=version_state(new))
+    return evaluator
+
+
+def _beat_schedule(schedule: EvalSchedule) -> dict[str, Any]:
+    if schedule.cron:
+        minute, hour, day_of_month, month, day_of_week = schedule.cron.split()
+        cron, _ = CrontabSchedule.objects.get_or_create(minute=minute, hour=hour, day_of_month=day_of_month,
+                                                        month_of_year=month, day_of_week=day_of_week,
+                                                        timezone="UTC")
+        return {"crontab": cron, "interval": None}
+    interval, _ = IntervalSchedule.objects.get_or_create(every=schedule.interval_seconds, period="seconds")
+    return {"interval": interval, "crontab": None}
+
+
+def check_schedule(data: dict[str, Any]) -> None:
+    cron, interval = data.get("cron") or "", data.get("interval_seconds")
+    if bool(cron) == bool(interval):
+        raise ValidationError({"cron": "Give either a crontab ('cron') or 'interval_seconds'."})
+    if cron:
+        parts = cron.split()
+        try:
+            if len(parts) != 5:
+                raise ValueError
+            crontab(*parts)
+        except (ValueError, TypeError):
+            raise ValidationError({"cron": "Not a 5-field crontab, e.g. '*/15 * * * *'."}) from None
+    filters = data.get("filters") or {}
+    unknown = set(filters) - {"name", "tags", "user_id", "environment", "metadata"}
+    if unknown:
+        raise ValidationError({"filters": f"Unknown filters: {', '.join(sorted(unknown))}."})
+    if len(json.dumps(filters)) > 4000:
+        raise ValidationError({"filters": "Too large."})
+
+
+def _sync_beat(schedule: EvalSchedule) -> None:
+    fields = {"task": "evals.tasks.run_schedule", "args": json.dumps([schedule.pk]), "queue": "evals",
+              "enabled": schedule.enabled, **_beat_schedule(schedule)}
+    if schedule.periodic_task is None:
+        schedule.periodic_task = PeriodicTask.objects.create(name=f"evals: schedule {schedule.pk}", **fields)
+        schedule.save(update_fields=["periodic_task"])
+    else:
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**fields)
+        PeriodicTask.objects.get(pk=schedule.periodic_task_id).save()  # bumps beat's change marker
+
+
+@transaction.atomic
+def schedule_save(*, actor: Actor, project: Project, data: dict[str, Any],
+                  schedule: EvalSchedule | None = None) -> EvalSchedule:
+    actor.require_team_manager(project.team_id)
+    before = audit.snapshot(schedule, SCHEDULE_FIELDS) if schedule else None
+    schedule = schedule or EvalSchedule(project=project)
+    if "evaluator" in data:
+        if data["evaluator"].project_id != project.pk:
+            raise ValidationError({"evaluator": "Choose an evaluator of this project."})
+        schedule.evaluator = data["evaluator"]
+    for field in SCHEDULE_FIELDS:
+        if field in data:
+            setattr(schedule, field, data[field])
+    check_schedule({"cron": schedule.cron, "interval_seconds": schedule.interval_seconds, "filters": schedule.filters})
+    schedule.full_clean(validate_constraints=False)
+    if EvalSchedule.objects.filter(project=project, name=schedule.name).exclude(pk=schedule.pk).exists():
+        raise ValidationError({"name": "A schedule with this name already exists."})
+    schedule.save()
+    _sync_beat(schedule)
+    audit.record(actor, "schedule.update" if before else "schedule.create", schedule, before=before,
+                 after=audit.snapshot(schedule, SCHEDULE_FIELDS))
+    return schedule
+
+
+@transaction.atomic
+def schedule_delete(*, actor: Actor, schedule: EvalSchedule) -> None:
+    actor.require_team_manager(schedule.project.team_id)
+    audit.record(actor, "schedule.delete", schedule, before=audit.snapshot(schedule, SCHEDULE_FIELDS))
+    if schedule.periodic_task_id:
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).delete()
+    schedule.delete()
+
+
+def run_create(*, project: Project, evaluator: Evaluator, schedule: EvalSchedule | None = None,
+               window_start: dt.datetime | None = None, window_end: dt.datetime | None = None) -> EvalRun:
+    version = evaluator.current
+    if version is None:
+        raise ValidationError({"evaluator": "The evaluator has no version."})
+    now = timezone.now()
+    if schedule is not None:
+        window_start = schedule.last_window_end or now - dt.timedelta(hours=schedule.initial_lookback_hours)
+        window_end = now
+    return EvalRun.objects.create(project=project, schedule=schedule, evaluator_version=version,
+                                  window_start=window_start, window_end=window_end or now, status=RunStatus.QUEUED)
+
+
+def enqueue(run: EvalRun) -> None:
+    from evals.tasks import execute_run
+
+    transaction.on_commit(lambda: execute_run.delay(run.pk))

@@ -1,0 +1,72 @@
+"""A stand-in for a paid LLM provider: an OpenAI-compatible
+`/v1/chat/completions` server whose answers a test scripts, with an optional
+fixed latency. The gateway reaches it as an `openai_compatible` deployment,
+so every call still goes through the real LiteLLM proxy and the plugin."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = Callable[[dict[str, Any]], str]
+
+
+def repairing_judge(score: float = 4) -> Answer:
+    """Answers prose at first, and valid JSON when asked to repair."""
+
+    def answer(body: dict[str, Any]) -> str:
+        last = body["messages"][-1]["content"]
+        if "could not be used" in str(last):
+            return json.dumps({"reasoning": "repaired", "score": score})
+        return "I would say it is pretty good, maybe a four."
+
+    return answer
+
+
+class LLMStandin:
+    def __init__(self, answer: Answer, latency: float = 0.0) -> None:
+        self.answer, self.latency = answer, latency
+        self.requests: list[dict[str, Any]] = []
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                standin.requests.append(body)
+                if standin.latency:
+                    time.sleep(standin.latency)
+                content = standin.answer(body)
+                reply = json.dumps({
+                    "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "standin"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> LLMStandin:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
