@@ -149,6 +149,8 @@ class EvalSchedule(models.Model):
     max_traces = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1),
                                                                       MaxValueValidator(100_000)])
     max_judge_spend = models.DecimalField(**MONEY, null=True, blank=True, validators=[MinValueValidator(0)])
+    concurrency = models.PositiveSmallIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(64)],
+                                                   help_text="Judge calls in flight at once.")
     initial_lookback_hours = models.PositiveIntegerField(default=24, validators=[MaxValueValidator(24 * 90)])
     last_window_end = models.DateTimeField(null=True, blank=True)
     alert_below = models.FloatField(null=True, blank=True, help_text="Alert when a run's mean score is below.")

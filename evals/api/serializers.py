@@ -107,7 +107,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     class Meta:
         model = EvalSchedule
         fields = ["id", "name", "evaluator", "enabled", "cron", "interval_seconds", "filters", "sampling_rate",
-                  "max_traces", "max_judge_spend", "initial_lookback_hours", "last_window_end", "alert_below",
+                  "max_traces", "max_judge_spend", "concurrency", "initial_lookback_hours", "last_window_end", "alert_below",
                   "alert_drop", "created_at"]
         read_only_fields = ["id", "last_window_end", "created_at"]
         validators: list[Any] = []

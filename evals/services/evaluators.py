@@ -24,7 +24,7 @@ from portal.models import Project
 VERSION_FIELDS = ("judge_route", "template_key", "prompt_template", "variables", "score_type", "min_value",
                   "max_value", "labels", "pass_threshold", "pass_labels", "output_mode")
 SCHEDULE_FIELDS = ("name", "enabled", "cron", "interval_seconds", "filters", "sampling_rate", "max_traces",
-                   "max_judge_spend", "initial_lookback_hours", "alert_below", "alert_drop")
+                   "max_judge_spend", "concurrency", "initial_lookback_hours", "alert_below", "alert_drop")
 
 
 def version_state(v: EvaluatorVersion) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +24,7 @@ from django.db.models import Avg
 from django.utils import timezone
 
 from evals.gateway_client import PORTAL_TAG, GatewayCallError, GatewayClient
-from evals.judge import JudgeParseError, ScoreSpec, judge, render
+from evals.judge import JudgeParseError, Judgment, ScoreSpec, judge, render
 from evals.langfuse_client import LangfuseClient, LangfuseError
 from evals.models import EvalRun, EvalSchedule, EvalScore, EvaluatorVersion, RunStatus, ScoreStatus
 from evals.service_keys import service_key
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SCORE_NAMESPACE = uuid.UUID("6f1d2c3a-7b0e-4e55-9a3b-0c2f5d8e9a41")
 STALE_CLAIM = dt.timedelta(minutes=10)
 PROGRESS_EVERY = 5
+DEFAULT_CONCURRENCY = 4
 LANGFUSE_TYPES = {"numeric": "NUMERIC", "boolean": "BOOLEAN", "categorical": "CATEGORICAL"}
 
 
@@ -91,11 +93,14 @@ def claim(run: EvalRun, trace_id: str) -> EvalScore | None:
     except IntegrityError:
         pass
     with transaction.atomic():
-        existing = EvalScore.objects.select_for_update().get(evaluator_version=version, trace_id=trace_id)
+        existing = (EvalScore.objects.select_for_update(of=("self",)).select_related("run")
+                    .get(evaluator_version=version, trace_id=trace_id))
         if existing.status == ScoreStatus.SCORED:
             return existing if existing.pushed_at is None else None  # scored: push it if that never happened
         mine = existing.run_id == run.pk
-        abandoned = existing.status == ScoreStatus.FAILED or timezone.now() - existing.claimed_at > STALE_CLAIM
+        owner_done = existing.run is None or existing.run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
+        abandoned = (existing.status == ScoreStatus.FAILED or owner_done
+                     or timezone.now() - existing.claimed_at > STALE_CLAIM)
         if not (mine or abandoned):
             return None
         existing.run, existing.status, existing.claimed_at = run, ScoreStatus.CLAIMED, timezone.now()
@@ -116,35 +121,43 @@ def push(client: LangfuseClient, score: EvalScore, version: EvaluatorVersion, co
 
 
 class Runner:
+    """Claims traces one by one in the main thread (database, Langfuse) and
+    judges them on a pool of `concurrency` threads (only HTTP to the gateway)."""
+
     def __init__(self, run: EvalRun, langfuse: LangfuseClient, gateway: GatewayClient) -> None:
         self.run, self.langfuse, self.gateway = run, langfuse, gateway
         self.version = run.evaluator_version
         self.spec = ScoreSpec.of(self.version)
         self.schedule = run.schedule
+        self.concurrency = self.schedule.concurrency if self.schedule else DEFAULT_CONCURRENCY
         self.config_id: str | None = None
         self.capped_at: str | None = None  # timestamp of the last trace, when max_traces stopped the run
+        self.in_flight: dict[Future[Judgment], EvalScore] = {}
+        self.stopped: str = ""
+        self.langfuse_error: str = ""
 
     def save(self, *fields: str) -> None:
         self.run.save(update_fields=list(fields or [
             "considered", "sampled", "scored", "already_scored", "failed", "processed", "total", "judge_cost"]))
 
     def spend_left(self) -> bool:
+        """Counting the judgements in flight at the average cost so far."""
         limit = self.schedule.max_judge_spend if self.schedule else None
-        return limit is None or self.run.judge_cost < limit
+        if limit is None:
+            return True
+        done = self.run.scored + self.run.failed
+        average = self.run.judge_cost / done if done else Decimal(0)
+        return self.run.judge_cost + average * len(self.in_flight) < limit
 
-    def score_one(self, trace: dict[str, Any], row: EvalScore) -> None:
-        if row.status == ScoreStatus.SCORED:  # scored before, never pushed
-            push(self.langfuse, row, self.version, self.config_id)
-            self.run.already_scored += 1
-            return
-        if not self.spend_left():
-            if row.status == ScoreStatus.CLAIMED:
-                row.delete()  # release the claim: a later run scores this trace
-            raise RunStopped("judge spend limit reached")
+    def judge_trace(self, trace: dict[str, Any]) -> Judgment:
         prompt = render(self.version.prompt_template, self.version.variables, trace_source(trace))
+        return judge(self.gateway, route=self.version.judge_route.name, prompt=prompt, spec=self.spec,
+                     output_mode=self.version.output_mode)
+
+    def record(self, row: EvalScore, future: Future[Judgment]) -> None:
+        """The outcome of one judgement, saved and pushed (main thread)."""
         try:
-            result = judge(self.gateway, route=self.version.judge_route.name, prompt=prompt, spec=self.spec,
-                           output_mode=self.version.output_mode)
+            result = future.result()
         except JudgeParseError as exc:
             row.status, row.error, row.judge_cost = ScoreStatus.FAILED, str(exc)[:500], Decimal(str(exc.cost))
             row.save(update_fields=["status", "error", "judge_cost"])
@@ -152,17 +165,51 @@ class Runner:
             self.run.judge_cost += Decimal(str(exc.cost))
             return
         except GatewayCallError as exc:
-            row.delete()
+            row.delete()  # not judged: a later run takes it
             if exc.permanent:
-                raise RunStopped(f"the gateway refused the judge call: {exc}") from None
-            self.run.failed += 1
+                self.stopped = self.stopped or f"the gateway refused the judge call: {exc}"
+            else:
+                self.run.failed += 1
             return
         row.status, row.value, row.label, row.comment = ScoreStatus.SCORED, result.value, result.label, result.comment
         row.judge_cost, row.latency_ms, row.scored_at = Decimal(str(result.cost)), result.latency_ms, timezone.now()
         row.save(update_fields=["status", "value", "label", "comment", "judge_cost", "latency_ms", "scored_at"])
         self.run.judge_cost += Decimal(str(result.cost))
         self.run.scored += 1
-        push(self.langfuse, row, self.version, self.config_id)
+        self.push(row)
+
+    def push(self, row: EvalScore) -> None:
+        """Write the score to Langfuse. If Langfuse fails beyond the client's
+        retries, the run stops (partial); unpushed scores go out next run."""
+        if self.langfuse_error:
+            return
+        try:
+            push(self.langfuse, row, self.version, self.config_id)
+        except LangfuseError as exc:
+            self.langfuse_error = str(exc)[:300]
+            self.stopped = self.stopped or f"Langfuse failed: {exc}"[:300]
+
+    def collect(self, block_until_below: int) -> None:
+        while len(self.in_flight) > block_until_below:
+            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                self.record(self.in_flight.pop(future), future)
+                self.run.processed += 1
+                if self.run.processed % PROGRESS_EVERY == 0:
+                    self.save()
+
+    def submit(self, pool: ThreadPoolExecutor, trace: dict[str, Any], row: EvalScore) -> None:
+        if row.status == ScoreStatus.SCORED:  # scored before, never pushed
+            self.push(row)
+            self.run.already_scored += 1
+            self.run.processed += 1
+            return
+        if self.stopped or not self.spend_left():
+            row.delete()  # release the claim: a later run scores this trace
+            self.stopped = self.stopped or "judge spend limit reached"
+            return
+        self.in_flight[pool.submit(self.judge_trace, trace)] = row
+        self.collect(self.concurrency - 1)
 
     def execute(self) -> None:
         run, schedule = self.run, self.schedule
@@ -176,26 +223,32 @@ class Runner:
             name=filters.get("name"), tags=filters.get("tags"), user_id=filters.get("user_id"),
             environment=filters.get("environment"))
         run.considered = run.sampled = run.scored = run.already_scored = run.failed = run.processed = 0
-        for trace in traces:
-            if not matches(trace, filters):
-                continue
-            run.considered += 1
-            if not sampled(trace["id"], rate):
-                continue
-            if run.sampled >= max_traces:
-                run.stop_reason = f"stopped at the maximum of {max_traces} traces; the next run goes on from here"
-                break
-            run.sampled += 1
-            run.total = run.sampled
-            row = claim(run, trace["id"])
-            if row is None:
-                run.already_scored += 1
-            else:
-                self.score_one(trace, row)
-            run.processed += 1
-            self.capped_at = trace.get("timestamp")
-            if run.processed % PROGRESS_EVERY == 0:
-                self.save()
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
+            try:
+                for trace in traces:
+                    if self.stopped:
+                        break
+                    if not matches(trace, filters):
+                        continue
+                    run.considered += 1
+                    if not sampled(trace["id"], rate):
+                        continue
+                    if run.sampled >= max_traces:
+                        run.stop_reason = f"stopped at the maximum of {max_traces} traces; the next run goes on from here"
+                        break
+                    run.sampled += 1
+                    run.total = run.sampled
+                    self.capped_at = trace.get("timestamp")
+                    row = claim(run, trace["id"])
+                    if row is None:
+                        run.already_scored += 1
+                        run.processed += 1
+                    else:
+                        self.submit(pool, trace, row)
+            finally:
+                self.collect(0)  # what is in flight lands, even when the run stops
+        if self.stopped:
+            raise RunStopped(self.stopped)
 
 
 def summarize(run: EvalRun) -> None:
@@ -261,6 +314,8 @@ def execute_run(run_id: int) -> EvalRun | None:
     except LangfuseError as exc:
         run.status, run.stop_reason = (RunStatus.PARTIAL if run.processed else RunStatus.FAILED), str(exc)[:300]
         run.error = str(exc)[:1000]
+    # Claims the run took but did not score are released for the next run.
+    EvalScore.objects.filter(run=run, status=ScoreStatus.CLAIMED).delete()
     summarize(run)
     run.finished_at = timezone.now()
     run.duration_ms = int((time.monotonic() - t0) * 1000)
