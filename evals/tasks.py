@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import DatabaseError
 
+from evals import tasks_benchmarks, tasks_datasets  # noqa: F401  (their tasks register on import)
 from evals.models import EvalSchedule
 from evals.services import evaluators, reports, runs
 

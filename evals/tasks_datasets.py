@@ -1,0 +1,1 @@
+"""Celery tasks of datasets and judge calibration (queue `evals`)."""
