@@ -29,6 +29,6 @@ def execute_run(self: object, run_id: int) -> str | None:
     return run.status if run else None
 
 
-@shared_task(name="evals.tasks.generate_report", soft_time_limit=600, ignore_result=True)
+@shared_task(name="evals.tasks.generate_report", soft_time_limit=600, time_limit=660, ignore_result=True)
 def generate_report(report_id: int) -> str:
     return reports.generate(report_id).status
