@@ -137,6 +137,18 @@ class LangfuseClient:
         data = projects.get("data") or []
         return {"version": info.version, "api": info.api, "project": data[0] if data else None}
 
+    # Organization API (an organization key; enterprise entitlement) ------
+
+    def organization_projects(self) -> list[dict[str, Any]]:
+        return (self.request("GET", "/api/public/organizations/projects") or {}).get("projects", [])
+
+    def create_project(self, name: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.request("POST", "/api/public/projects",
+                            json_body={"name": name, "retention": 0, "metadata": metadata or {}})
+
+    def create_project_api_key(self, project_id: str, note: str) -> dict[str, Any]:
+        return self.request("POST", f"/api/public/projects/{project_id}/apiKeys", json_body={"note": note})
+
     # Traces and observations -------------------------------------------
 
     def traces(self, *, from_time: str | None = None, to_time: str | None = None, name: str | None = None,

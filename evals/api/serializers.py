@@ -13,6 +13,7 @@ from evals.models import (
     Evaluator,
     EvaluatorVersion,
     LangfuseConnection,
+    LangfuseOrgKey,
     OutputMode,
     ScoreType,
 )
@@ -33,6 +34,15 @@ class LangfuseConnectionSerializer(serializers.ModelSerializer):
 
 
 @extend_schema_field(serializers.CharField(max_length=100))
+class LangfuseOrgKeySerializer(serializers.ModelSerializer):
+    secret_key = serializers.CharField(write_only=True, max_length=300)
+
+    class Meta:
+        model = LangfuseOrgKey
+        fields = ["host", "public_key", "secret_key", "created_at"]
+        read_only_fields = ["created_at"]
+
+
 class RouteName(serializers.SlugRelatedField):
     """A route of this organization, by name."""
 

@@ -15,7 +15,13 @@ router.register(f"{PROJECT}/runs", views.RunViewSet, basename="run")
 
 langfuse_detail = views.LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
 
+langfuse_provision = views.LangfuseConnectionViewSet.as_view({"post": "provision"})
+org_key_detail = views.LangfuseOrgKeyViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
+
 urlpatterns = [
+    path("orgs/<str:org_slug>/langfuse/", org_key_detail, name="org-langfuse-key"),
     path("orgs/<str:org_slug>/projects/<int:project_id>/langfuse/", langfuse_detail, name="project-langfuse"),
+    path("orgs/<str:org_slug>/projects/<int:project_id>/langfuse/provision/", langfuse_provision,
+         name="project-langfuse-provision"),
     *router.urls,
 ]

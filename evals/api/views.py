@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from evals.api import serializers as s
-from evals.models import EvalReport, EvalRun, EvalSchedule, EvalScore, Evaluator, LangfuseConnection
+from evals.models import EvalReport, EvalRun, EvalSchedule, EvalScore, Evaluator, LangfuseConnection, LangfuseOrgKey
 from evals.services import evaluators, langfuse, reports
 from evals.templates import TEMPLATES
 from portal.api.base import OrgScopedViewSet
@@ -61,6 +61,37 @@ class LangfuseConnectionViewSet(ProjectScopedViewSet):
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         langfuse.connection_delete(actor=self.actor, connection=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={201: s.LangfuseConnectionSerializer})
+    def provision(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Create the project's Langfuse project and keys with the organization key (enterprise Langfuse)."""
+        conn = langfuse.provision(actor=self.actor, project=self.project())
+        return Response(self.get_serializer(conn).data, status=status.HTTP_201_CREATED)
+
+
+class LangfuseOrgKeyViewSet(OrgScopedViewSet):
+    """The organization's Langfuse organization key (admins), for creating Langfuse projects."""
+
+    queryset = LangfuseOrgKey.objects.all()
+    serializer_class = s.LangfuseOrgKeySerializer
+    read_role = OrgRole.ADMIN
+    pagination_class = None
+
+    def get_object(self) -> LangfuseOrgKey:
+        return get_object_or_404(self.get_queryset())
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = langfuse.org_key_save(actor=self.actor, **serializer.validated_data)
+        return Response(self.get_serializer(key).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.get_object().delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -9,11 +9,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from evals.langfuse_client import LangfuseClient, LangfuseError
-from evals.models import LangfuseConnection
+from evals.models import LangfuseConnection, LangfuseOrgKey
 from gateway import changes
 from portal import audit
 from portal.access import Actor
-from portal.models import Project
+from portal.models import OrgRole, Project
 
 FIELDS = ("host", "public_key", "enabled", "server_version", "langfuse_project_name")
 
@@ -62,3 +62,51 @@ def connection_delete(*, actor: Actor, connection: LangfuseConnection) -> None:
     project_id = connection.project_id
     connection.delete()
     changes.project_changed(project_id)
+
+
+ENTITLEMENT_HELP = ("Creating Langfuse projects needs an organization API key with Langfuse's enterprise "
+                    "entitlement. Create the project in Langfuse instead and connect it with its keys "
+                    "(PUT .../langfuse/).")
+
+
+@transaction.atomic
+def org_key_save(*, actor: Actor, host: str, public_key: str, secret_key: str) -> LangfuseOrgKey:
+    """An organization key, checked with the organization API before it is kept."""
+    actor.require(OrgRole.ADMIN)
+    with LangfuseClient(host, public_key, secret_key, timeout=5, max_retries=1) as client:
+        try:
+            client.server()
+            client.organization_projects()
+        except LangfuseError as exc:
+            if exc.status == 403:
+                raise ValidationError({"public_key": f"{exc} {ENTITLEMENT_HELP}"}) from None
+            raise ValidationError({"host" if exc.status is None else "secret_key": str(exc)}) from None
+    key, _ = LangfuseOrgKey.objects.get_or_create(organization=actor.organization,
+                                                  defaults={"host": host, "public_key": public_key})
+    key.host, key.public_key = host.rstrip("/"), public_key
+    key.set_secret_key(secret_key)
+    key.save()
+    audit.record(actor, "langfuse_org_key.update", key, after={"host": key.host, "public_key": public_key,
+                                                              "secret_key": audit.MASK})
+    return key
+
+
+def provision(*, actor: Actor, project: Project) -> LangfuseConnection:
+    """Create the project's Langfuse project and a key pair with the
+    organization key, then connect them (as `connection_save` does)."""
+    actor.require_team_manager(project.team_id)
+    org_key = LangfuseOrgKey.objects.filter(organization=actor.organization).first()
+    if org_key is None:
+        raise ValidationError({"langfuse": "The organization has no Langfuse organization key. " + ENTITLEMENT_HELP})
+    name = f"{actor.organization.slug}-{project.name}"[:200]
+    with LangfuseClient(org_key.host, org_key.public_key, org_key.secret_key(), timeout=10, max_retries=2) as client:
+        try:
+            existing = next((p for p in client.organization_projects() if p.get("name") == name), None)
+            created = existing or client.create_project(name, {"portal_project": project.pk})
+            pair = client.create_project_api_key(created["id"], note=f"LLMOps portal, project {project.pk}")
+        except LangfuseError as exc:
+            if exc.status == 403:
+                raise ValidationError({"langfuse": ENTITLEMENT_HELP}) from None
+            raise ValidationError({"langfuse": str(exc)}) from None
+    return connection_save(actor=actor, project=project, host=org_key.host, public_key=pair["publicKey"],
+                           secret_key=pair["secretKey"])
