@@ -8,6 +8,8 @@ from django.conf import settings
 
 from tests.factories import Tenant, make_tenant
 
+pytest_plugins = ["tests.langfuse_standin.fixtures"]  # the `langfuse_standin` fixture, everywhere
+
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> Any:

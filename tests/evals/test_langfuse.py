@@ -13,7 +13,7 @@ from evals.models import LangfuseConnection
 from portal.models import AuditLogEntry
 from tests.factories import Tenant
 from tests.langfuse_standin import LangfuseStandin
-from tests.langfuse_standin.fixtures import PUBLIC_KEY, SECRET_KEY, langfuse_standin  # noqa: F401
+from tests.langfuse_standin.fixtures import PUBLIC_KEY, SECRET_KEY
 
 pytestmark = pytest.mark.django_db
 
