@@ -11,7 +11,7 @@ from django.utils.safestring import SafeString, mark_safe
 def _fmt(value: float, unit: str) -> str:
     if unit == "$":
         return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-    return f"{value:,.0f}{unit}"
+    return f"{value:,.0f}{unit}" if float(value).is_integer() else f"{value:,.2f}{unit}"
 
 
 def bar_chart(points: Sequence[tuple[str, float]], *, unit: str = "", title: str = "", width: int = 720,

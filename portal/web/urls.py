@@ -12,4 +12,6 @@ urlpatterns = [
     path("orgs/<str:org_slug>/keys/<int:key_id>/<str:verb>/", views.key_action, name="key-action"),
     path("orgs/<str:org_slug>/routes/", views.routes_page, name="routes"),
     path("orgs/<str:org_slug>/audit/", views.audit_page, name="audit"),
+    path("orgs/<str:org_slug>/projects/<int:project_id>/", views.project_page, name="project"),
+    path("orgs/<str:org_slug>/projects/<int:project_id>/runs/<int:run_id>/", views.run_page, name="run"),
 ]

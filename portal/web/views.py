@@ -186,3 +186,52 @@ def audit_page(request: HttpRequest, actor: Actor) -> HttpResponse:
     page = Paginator(AuditLogEntry.objects.filter(organization=actor.organization), 50).get_page(
         request.GET.get("page"))
     return render(request, "web/audit.html", _ctx(actor, page=page))
+
+
+def _numeric_first(label: str) -> tuple[int, float, str]:
+    try:
+        return 0, float(label), ""
+    except ValueError:
+        return 1, 0.0, label
+
+
+def _project(actor: Actor, project_id: int) -> Project:
+    return get_object_or_404(Project, organization=actor.organization, pk=project_id)
+
+
+@org_view
+def project_page(request: HttpRequest, actor: Actor, project_id: int) -> HttpResponse:
+    from evals.models import Benchmark, EvalRun, EvalSchedule, Evaluator
+
+    project = _project(actor, project_id)
+    runs = list(EvalRun.objects.filter(project=project).select_related("evaluator_version__evaluator", "schedule")[:25])
+    running = any(r.status in ("queued", "running") for r in runs)
+    return render(request, "web/project.html", _ctx(
+        actor, project=project, connection=getattr(project, "langfuse_connection", None),
+        evaluators=Evaluator.objects.filter(project=project).prefetch_related("versions"),
+        schedules=EvalSchedule.objects.filter(project=project).select_related("evaluator"),
+        benchmarks=Benchmark.objects.filter(project=project).prefetch_related("runs"),
+        runs=runs, refresh=running,
+        score_chart=charts.bar_chart([(f"#{r.pk}", r.mean_score or 0) for r in reversed(runs)
+                                     if r.mean_score is not None], title="Mean score per run", color="#7a5af8"),
+    ))
+
+
+@org_view
+def run_page(request: HttpRequest, actor: Actor, project_id: int, run_id: int) -> HttpResponse:
+    from evals.models import EvalReport, EvalRun, EvalScore
+
+    project = _project(actor, project_id)
+    run = get_object_or_404(EvalRun.objects.select_related("evaluator_version__evaluator", "schedule"),
+                            project=project, pk=run_id)
+    conn = getattr(project, "langfuse_connection", None)
+    scores = list(EvalScore.objects.filter(run=run).order_by("value", "trace_id")[:200])
+    for score in scores:
+        score.url = conn.trace_url(score.trace_id) if conn else ""  # type: ignore[attr-defined]
+    return render(request, "web/run.html", _ctx(
+        actor, project=project, run=run, scores=scores, refresh=run.status in ("queued", "running"),
+        report=EvalReport.objects.filter(run=run).first(),
+        distribution_chart=charts.bar_chart(sorted(((str(k), float(v)) for k, v in run.distribution.items()),
+                                                   key=lambda kv: _numeric_first(kv[0])),
+                                            title="Scores", color="#7a5af8"),
+    ))

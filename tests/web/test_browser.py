@@ -85,3 +85,37 @@ def test_issue_rotate_and_revoke_a_key_in_the_browser(live_server: Any, acme: Te
     page.screenshot(path=str(SHOTS / "keys.png"), full_page=True)
     key.refresh_from_db()
     assert key.status == "revoked"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_evaluation_pages_show_progress_and_scores(live_server: Any, acme: Tenant, page: Any) -> None:
+    from evals.models import EvalRun, EvalScore, Evaluator, EvaluatorVersion
+    from evals.templates import template
+
+    ev = Evaluator.objects.create(project=acme.project, name="helpfulness")
+    definition = {k: v for k, v in template("helpfulness").items() if k != "description"}
+    version = EvaluatorVersion.objects.create(evaluator=ev, version=1, judge_route=acme.route, **definition)
+    done = EvalRun.objects.create(project=acme.project, evaluator_version=version, status="succeeded", considered=8,
+                                  sampled=8, scored=8, processed=8, total=8, mean_score=3.5,
+                                  distribution={"2": 2, "4": 5, "5": 1}, judge_cost="0.0123")
+    for i, value in enumerate([2, 2, 4, 4, 4, 4, 4, 5]):
+        EvalScore.objects.create(project=acme.project, evaluator_version=version, trace_id=f"trace-{i}", run=done,
+                                 status="scored", value=value, comment=f"reason {i}")
+    EvalRun.objects.create(project=acme.project, evaluator_version=version, status="running", processed=3, total=10)
+    owner = acme.users["owner"]
+    owner.set_password("pw-for-tests-1234")
+    owner.save()
+    page.goto(f"{live_server.url}/login/?next=/orgs/acme/projects/{acme.project.pk}/")
+    page.fill("#id_username", owner.username)
+    page.fill("#id_password", "pw-for-tests-1234")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#runs")
+    bar = page.locator("#runs .progress > span").first
+    assert bar.get_attribute("style") == "width:30%"
+    assert "3/10" in page.inner_text("#runs")
+    page.screenshot(path=str(SHOTS / "project.png"), full_page=True)
+    page.click(f"#runs a:text-is(\"#{done.pk}\")")
+    page.wait_for_selector("svg.chart")
+    assert page.locator("svg.chart rect").count() == 3
+    assert "reason 0" in page.inner_text("main") and "3.50" in page.inner_text("main")
+    page.screenshot(path=str(SHOTS / "run.png"), full_page=True)
