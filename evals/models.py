@@ -42,8 +42,11 @@ class LangfuseConnection(models.Model):
         self.secret_encrypted = crypto.encrypt_json({"secret_key": value})
 
     def client(self, **kwargs: Any) -> Any:
+        from django.conf import settings as django_settings
+
         from evals.langfuse_client import LangfuseClient
 
+        kwargs.setdefault("timeout", django_settings.LANGFUSE_TIMEOUT)
         return LangfuseClient(self.host, self.public_key, self.secret_key(), **kwargs)
 
     def trace_url(self, trace_id: str) -> str:

@@ -192,6 +192,9 @@ if GATEWAY_MODE not in ("managed", "litellm-admin"):
 LITELLM_ADMIN_URL = env.str("LITELLM_ADMIN_URL", default="http://127.0.0.1:4000").rstrip("/")
 LITELLM_MASTER_KEY = env.str("LITELLM_MASTER_KEY", default="")
 
+# Seconds the portal waits for one answer from Langfuse (it retries 429, 5xx and timeouts).
+LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)
+
 # Idempotency-Key records are kept this long.
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 # Longest grace period a key rotation may give the old key.

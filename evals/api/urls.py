@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from evals.api import views
+from evals.api import benchmarks, views
 from portal.api.routers import Router
 
 PROJECT = r"orgs/(?P<org_slug>[^/]+)/projects/(?P<project_id>[0-9]+)"
@@ -12,6 +12,9 @@ router.register(f"{PROJECT}/evaluators", views.EvaluatorViewSet, basename="evalu
 router.register(f"{PROJECT}/schedules", views.ScheduleViewSet, basename="schedule")
 router.register(f"{PROJECT}/runs", views.RunViewSet, basename="run")
 # datasets/, benchmarks/, calibration: registered below by their modules
+router.register(f"{PROJECT}/benchmarks", benchmarks.BenchmarkViewSet, basename="benchmark")
+router.register(f"{PROJECT}/benchmarks/(?P<benchmark_id>[0-9]+)/runs", benchmarks.BenchmarkRunViewSet,
+                basename="benchmark-run")
 
 langfuse_detail = views.LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
 
@@ -23,5 +26,7 @@ urlpatterns = [
     path("orgs/<str:org_slug>/projects/<int:project_id>/langfuse/", langfuse_detail, name="project-langfuse"),
     path("orgs/<str:org_slug>/projects/<int:project_id>/langfuse/provision/", langfuse_provision,
          name="project-langfuse-provision"),
+    path("orgs/<str:org_slug>/projects/<int:project_id>/benchmarks/<int:benchmark_id>/runs/<int:pk>/results.csv",
+         benchmarks.results_csv, name="benchmark-run-results-csv"),
     *router.urls,
 ]

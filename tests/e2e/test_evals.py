@@ -110,11 +110,15 @@ def test_overlapping_runs_and_task_retries_score_each_trace_once(stack: Stack, a
 def test_langfuse_failures_mid_run_end_in_retries_or_a_resumable_partial_run(stack: Stack, acme: Tenant) -> None:
     lf, ids, ev, since = setup(stack, acme, 10)
     lf_server = stack.langfuse
-    # transient: two 429s (with Retry-After) and a 503 on score writes, a slow page: retried, the run succeeds
-    lf_server.inject("POST", "/api/public/scores$", status=429, times=2, retry_after=0.2)
-    lf_server.inject("POST", "/api/public/scores$", status=503, times=1, retry_after=None)
+    # transient: two 429s (with Retry-After), a 503 and a time-out on score writes, a time-out reading
+    # traces (the worker waits 2 s here): all retried, the run succeeds
+    faults = [lf_server.inject("POST", "/api/public/scores$", status=429, times=2, retry_after=0.2),
+              lf_server.inject("POST", "/api/public/scores$", status=503, times=1, retry_after=None),
+              lf_server.inject("POST", "/api/public/scores$", status=None, times=1, delay=3.0),
+              lf_server.inject("GET", "/api/public/traces$", status=None, times=1, delay=3.0)]
     record = finished(acme, run(acme, ev["id"], since)["id"])
     assert record["status"] == "succeeded" and record["scored"] == 10, record
+    assert [f.hits for f in faults] == [2, 1, 1, 1]  # every fault happened and was ridden out
     # persistent: score writes fail beyond the client's retries -> partial, then resumed without duplicates
     more = lf_server.seed_traces(lf, 6, start=since + dt.timedelta(minutes=30), name="support-chat")
     lf_server.inject("POST", "/api/public/scores$", status=500, times=1000, retry_after=None)
