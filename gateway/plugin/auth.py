@@ -102,8 +102,13 @@ def check_status(pointer: dict[str, Any], key: dict[str, Any], now: float) -> No
 
 
 async def read_body(request: Request) -> tuple[dict[str, Any], int]:
-    """The JSON body (or {}) and its size in bytes."""
+    """The JSON body (or {}) and its size in bytes. LiteLLM parsed the body
+    before calling custom auth and keeps it on the request: use that, since
+    a coding agent's prompts run to hundreds of kilobytes."""
     raw = await request.body()
+    cached = request.scope.get("parsed_body")
+    if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[1], dict):
+        return cached[1], len(raw)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
