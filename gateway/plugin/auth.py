@@ -153,6 +153,8 @@ async def reserve(st: GatewayState, body: dict[str, Any], size: int, key: dict[s
         keys += contract.budget_keys(s["scope"], s["id"], s["period_label"])
         budget_max = s["budget"]["max"]
         maxima.append(-1 if budget_max is None else round(budget_max * contract.NANO))
+    if key["rpm"] is None and key["tpm"] is None and all(m < 0 for m in maxima):
+        return scopes  # nothing to hold against: spend is still counted when the request settles
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     in_price, out_price = st.prices.get(group, (0.0, 0.0))
     prompt_cost = math.ceil(math.ceil(size / 4) * in_price * contract.NANO)  # ~4 bytes per token
