@@ -32,3 +32,9 @@ def execute_run(self: object, run_id: int) -> str | None:
 @shared_task(name="evals.tasks.generate_report", soft_time_limit=600, time_limit=660, ignore_result=True)
 def generate_report(report_id: int) -> str:
     return reports.generate(report_id).status
+
+
+@shared_task(name="evals.tasks.fail_stuck_runs", soft_time_limit=60, ignore_result=True)
+def fail_stuck_runs() -> int:
+    """Beat, every 10 minutes."""
+    return runs.fail_stuck_runs()

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from evals.api import benchmarks, views
+from evals.api import datasets as dataset_views
 from portal.api.routers import Router
 
 PROJECT = r"orgs/(?P<org_slug>[^/]+)/projects/(?P<project_id>[0-9]+)"
@@ -15,6 +16,14 @@ router.register(f"{PROJECT}/runs", views.RunViewSet, basename="run")
 router.register(f"{PROJECT}/benchmarks", benchmarks.BenchmarkViewSet, basename="benchmark")
 router.register(f"{PROJECT}/benchmarks/(?P<benchmark_id>[0-9]+)/runs", benchmarks.BenchmarkRunViewSet,
                 basename="benchmark-run")
+
+router.register(f"{PROJECT}/datasets", dataset_views.DatasetViewSet, basename="dataset")
+router.register(f"{PROJECT}/datasets/(?P<dataset_id>[0-9]+)/items", dataset_views.DatasetItemViewSet,
+                basename="dataset-item")
+router.register(f"{PROJECT}/evaluators/(?P<evaluator_id>[0-9]+)/labels", dataset_views.HumanLabelViewSet,
+                basename="evaluator-label")
+router.register(f"{PROJECT}/evaluators/(?P<evaluator_id>[0-9]+)/calibrations", dataset_views.CalibrationViewSet,
+                basename="evaluator-calibration")
 
 langfuse_detail = views.LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
 

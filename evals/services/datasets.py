@@ -370,10 +370,27 @@ def dataset_delete(*, actor: Actor, dataset: Dataset) -> None:
     dataset.delete()
 
 
+def check_item(data: dict[str, Any], item: DatasetItem | None = None) -> None:
+    """The item's values as they would be saved: storable, and not too large."""
+    values = {name: data.get(name, getattr(item, name, None)) for name in ("input", "expected_output", "metadata")}
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        problem = text_problem(value)
+        if problem:
+            errors[name] = f"The value {problem}."
+    if data.get("external_id") is not None and (problem := id_problem(data["external_id"])):
+        errors["external_id"] = f"The {problem}."
+    if not errors and len(json.dumps(list(values.values()), default=str)) > MAX_ITEM_CHARS:
+        errors["input"] = f"The item is larger than {MAX_ITEM_CHARS} characters as JSON."
+    if errors:
+        raise ValidationError(errors)
+
+
 @transaction.atomic
 def item_create(*, actor: Actor, dataset: Dataset, data: dict[str, Any]) -> DatasetItem:
     require_manager(actor, dataset)
-    external_id = data.get("external_id") or uuid.uuid4().hex
+    check_item(data)
+    external_id = str(data.get("external_id") or "").strip() or uuid.uuid4().hex
     if DatasetItem.objects.filter(dataset=dataset, external_id=external_id).exists():
         raise ValidationError({"external_id": "An item with this id already exists in the dataset."})
     if DatasetItem.objects.filter(dataset=dataset).count() >= MAX_DATASET_ITEMS:
@@ -390,6 +407,7 @@ def item_update(*, actor: Actor, item: DatasetItem, data: dict[str, Any]) -> Dat
     require_manager(actor, item.dataset)
     if "external_id" in data and data["external_id"] != item.external_id:
         raise ValidationError({"external_id": "An item's id cannot change (it is also its id in Langfuse)."})
+    check_item(data, item)
     for name in ("input", "expected_output", "metadata"):
         if name in data:
             setattr(item, name, data[name])
@@ -463,7 +481,7 @@ def collect_traces(client: LangfuseClient, dataset: Dataset, spec: BuildSpec) ->
                            tags=filters.get("tags"), user_id=filters.get("user_id"),
                            environment=[environment] if isinstance(environment, str) else environment,
                            max_items=spec.max_items * SCAN_PER_ITEM)
-    result, rows = WriteResult(), []
+    result, rows = WriteResult(), dict[str, ItemRow]()
     for trace in traces:
         result.considered += 1
         if not matches(trace, filters):
@@ -472,14 +490,14 @@ def collect_traces(client: LangfuseClient, dataset: Dataset, spec: BuildSpec) ->
         if row is None:
             result.skipped += 1  # no input, an unusable id, or too large
             continue
-        rows.append(row)
+        rows[str(row.external_id)] = row  # a trace seen twice (pages shift while traces arrive) is one item
         if len(rows) >= spec.max_items:
             result.notes.append(f"stopped at the maximum of {spec.max_items} items")
             break
     else:
         if result.considered >= spec.max_items * SCAN_PER_ITEM:
             result.notes.append(f"stopped after reading {result.considered} traces")
-    return rows, result
+    return list(rows.values()), result
 
 
 def build_from_traces(*, actor: Actor, dataset: Dataset, spec: BuildSpec) -> WriteResult:

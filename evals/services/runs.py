@@ -325,3 +325,18 @@ def execute_run(run_id: int) -> EvalRun | None:
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
         alert_if_needed(run)
     return run
+
+
+STUCK_AFTER = dt.timedelta(hours=2)
+
+
+def fail_stuck_runs() -> int:
+    """Runs whose worker died (killed, out of retries, past its hard time
+    limit) stay `running`; after longer than any run may take they are failed,
+    and their claims released."""
+    cutoff = timezone.now() - STUCK_AFTER
+    stuck = EvalRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.QUEUED], created_at__lt=cutoff)
+    ids = list(stuck.values_list("pk", flat=True))
+    EvalScore.objects.filter(run_id__in=ids, status=ScoreStatus.CLAIMED).delete()
+    return stuck.update(status=RunStatus.FAILED, error="The run stopped without finishing (its worker was lost).",
+                        finished_at=timezone.now())

@@ -74,6 +74,8 @@ def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: An
         from portal.celery import app
 
         app.conf.broker_url = broker
+        app.pool.force_close_all()  # eager tasks of earlier tests may have bound the pool to another broker
+        app._pool = None
         worker = start_worker(env)
     stack = Stack(server, gateways, worker, env, langfuse)
     yield stack
