@@ -97,7 +97,7 @@ def _one(index: int, raw: Any) -> tuple[Metric | None, list[str]]:
                 problems.append(f"{where}: 'pattern' does not compile: {exc}.")
     if problems:
         return None, problems
-    return Metric(name=name, type=kind, value=value, pattern=pattern, ignore_case=ignore_case), []
+    return Metric(name=str(name), type=kind, value=value, pattern=pattern, ignore_case=ignore_case), []
 
 
 def parse_specs(specs: Any) -> list[Metric]:

@@ -36,6 +36,8 @@ class LLMStandin:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else keep-alive answers wait ~40 ms for delayed ACKs
+            wbufsize = 1 << 16  # headers and body in one write
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

@@ -7,6 +7,7 @@ project's benchmark answers 404."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import QuerySet
@@ -84,7 +85,6 @@ class BenchmarkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
 
     queryset = Benchmark.objects.prefetch_related("routes", "evaluators")
     serializer_class = BenchmarkSerializer
-    filterset_fields = ["dataset"]
 
     def get_serializer_context(self) -> dict[str, Any]:
         return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
@@ -124,7 +124,7 @@ class CSVRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data: Any, accepted_media_type: str | None = None,
-               renderer_context: dict[str, Any] | None = None) -> bytes:
+               renderer_context: Mapping[str, Any] | None = None) -> bytes:
         return data.encode() if isinstance(data, str) else json.dumps(data).encode()
 
 

@@ -33,7 +33,6 @@ class LangfuseConnectionSerializer(serializers.ModelSerializer):
                             "updated_at"]
 
 
-@extend_schema_field(serializers.CharField(max_length=100))
 class LangfuseOrgKeySerializer(serializers.ModelSerializer):
     secret_key = serializers.CharField(write_only=True, max_length=300)
 
@@ -43,6 +42,7 @@ class LangfuseOrgKeySerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
 
+@extend_schema_field(serializers.CharField(max_length=100))
 class RouteName(serializers.SlugRelatedField):
     """A route of this organization, by name."""
 

@@ -133,7 +133,7 @@ def check(project: Project, data: dict[str, Any]) -> dict[str, Any]:
         except m.MetricSpecError as exc:
             errors["metrics"] = exc.messages
     if "name" in data and Benchmark.objects.filter(project=project, name=data["name"]).exclude(
-            pk=data.get("pk")).exists():
+            pk=data.get("pk") or 0).exists():
         errors["name"] = "A benchmark with this name already exists."
     if errors:
         raise ValidationError(errors)
@@ -197,9 +197,10 @@ def run_create(*, actor: Actor, benchmark: Benchmark) -> BenchmarkRun:
     benchmark at a time (409); a run whose worker died is given up on."""
     actor.require_team_manager(benchmark.project.team_id)
     benchmark = Benchmark.objects.select_for_update().get(pk=benchmark.pk)
-    BenchmarkRun.objects.filter(benchmark=benchmark, status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
-                                created_at__lt=timezone.now() - STALE_RUN).update(
-        status=RunStatus.FAILED, error="The worker running it stopped.", finished_at=timezone.now())
+    stale = timezone.now() - STALE_RUN
+    BenchmarkRun.objects.filter(Q(status=RunStatus.QUEUED, created_at__lt=stale) | Q(
+        status=RunStatus.RUNNING, started_at__lt=stale), benchmark=benchmark).update(
+        status=RunStatus.FAILED, error="No worker finished it.", finished_at=timezone.now())
     if BenchmarkRun.objects.filter(benchmark=benchmark, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).exists():
         raise Conflict("A run of this benchmark is in progress; wait for it to finish.")
     items, routes = benchmark.dataset.items.count(), benchmark.routes.count()
@@ -446,14 +447,15 @@ class Runner:
 
     def execute(self) -> None:
         run = self.run
-        items = list(self.benchmark.dataset.items.order_by("id"))
+        dataset = Dataset.objects.get(pk=self.setup["dataset"]["id"])  # as when the run started
+        items = list(dataset.items.order_by("id"))
         routes = ModelRoute.objects.in_bulk([r["route_id"] for r in self.setup["routes"]])
         done = set(BenchmarkResult.objects.filter(run=run).values_list("item_id", "route_id"))
         pairs = [(item, routes[r["route_id"]]) for item in items for r in self.setup["routes"]
                  if r["route_id"] in routes and (item.pk, r["route_id"]) not in done]
         run.total, run.processed = len(done) + len(pairs), len(done)
         run.save(update_fields=["total", "processed"])
-        self.recorder.prepare(self.benchmark.dataset, items)
+        self.recorder.prepare(dataset, items)
         concurrency = self.benchmark.concurrency
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="benchmark") as pool:
             try:

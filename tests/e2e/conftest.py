@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import kombu.pools
 import pytest
 import redis
 from django.conf import settings as django_settings
@@ -74,8 +75,10 @@ def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: An
         from portal.celery import app
 
         app.conf.broker_url = broker
-        app.pool.force_close_all()  # eager tasks of earlier tests may have bound the pool to another broker
+        # Tasks sent by earlier tests may have bound the producer pools to another broker.
+        kombu.pools.reset()
         app._pool = None
+        app.amqp._producer_pool = None
         worker = start_worker(env)
     stack = Stack(server, gateways, worker, env, langfuse)
     yield stack

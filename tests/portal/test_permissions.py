@@ -202,6 +202,17 @@ def test_lists_do_not_leak_even_when_filtering_by_a_foreign_id(acme: Tenant, glo
 
 
 @pytest.mark.django_db
+def test_filtering_by_another_tenants_id_looks_like_filtering_by_no_id(acme: Tenant, globex: Tenant) -> None:
+    owner = acme.client("owner")
+    for path, field, foreign in (("projects/", "team", globex.team.pk), ("keys/", "team", globex.team.pk),
+                                 ("keys/", "project", globex.project.pk)):
+        theirs = owner.get(acme.url(path), {field: foreign})
+        nobodys = owner.get(acme.url(path), {field: 10**9})
+        assert theirs.status_code == nobodys.status_code == 200, path
+        assert theirs.json()["count"] == nobodys.json()["count"] == 0
+
+
+@pytest.mark.django_db
 def test_members_see_only_their_teams_keys(acme: Tenant) -> None:
     other_team = fresh_team(acme)
     other_project = services.project_create(actor=system_actor(acme.org, "t"),
