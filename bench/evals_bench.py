@@ -114,6 +114,7 @@ class Child:
 
 def setup_django(redis_url: str) -> None:
     os.environ["REDIS_URL"] = redis_url
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE], capture_output=True)
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], capture_output=True)
     import django
 
