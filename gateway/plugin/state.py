@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -23,6 +24,8 @@ from gateway.plugin import contract
 log = logging.getLogger("portal.gateway")
 
 CACHE_TTL = float(os.environ.get("PORTAL_GATEWAY_CACHE_TTL", "60"))
+# A silently dropped connection to Redis is noticed within ~25 s (then everything cached is dropped).
+KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 MISSING = object()
 
 
@@ -122,7 +125,7 @@ class GatewayState:
         backoff = 0.1
         while not self._stop.is_set():
             client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_connect_timeout=2,
-                                          health_check_interval=5, socket_keepalive=True)
+                                          socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(contract.EVENTS)
@@ -131,10 +134,11 @@ class GatewayState:
                 self._schedule_models_reload()
                 self.connected.set()
                 backoff = 0.1
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                for message in pubsub.listen():  # blocks in the socket, without holding the GIL
+                    if message["type"] == "message":
                         self._handle(message["data"])
+                    if self._stop.is_set():
+                        break
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self.connected.clear()
                 log.warning("gateway events: Redis unreachable (%s); retrying", type(exc).__name__)

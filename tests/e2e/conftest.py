@@ -15,6 +15,7 @@ import redis
 from django.conf import settings as django_settings
 
 from gateway import sync
+from gateway.plugin import contract
 from tests.e2e.procs import LOGS, ROOT, Gateway, RedisServer, Worker, portal_env, wait_for
 from tests.factories import Tenant, make_tenant
 from tests.langfuse_standin import LangfuseStandin
@@ -100,6 +101,28 @@ def stack(e2e_stack: Stack, settings: Any, transactional_db: Any) -> Iterator[St
     time.sleep(0.2)  # the proxies drop their caches on the reset event
     yield e2e_stack
     e2e_stack.langfuse.clear_faults()
+    quiesce(e2e_stack)
+
+
+def quiesce(stack: Stack, timeout: float = 20.0) -> None:
+    """Let the worker finish what the test started before the database is
+    emptied: a usage batch or a run still writing while pytest-django
+    truncates the tables can deadlock with it."""
+    from evals.models import BenchmarkRun, EvalRun
+
+    client = stack.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pending = client.xlen(contract.USAGE_STREAM) if client.exists(contract.USAGE_STREAM) else 0
+        except redis.RedisError:
+            pending = 0
+        busy = EvalRun.objects.filter(status__in=["queued", "running"]).exists() or \
+            BenchmarkRun.objects.filter(status__in=["queued", "running"]).exists()
+        if not pending and not busy:
+            break
+        time.sleep(0.2)
+    time.sleep(0.3)  # the last batch's commit
 
 
 @pytest.fixture

@@ -22,12 +22,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def test_redis_restart_proxies_recover_by_themselves_and_no_usage_is_lost(stack: Stack, acme: Tenant) -> None:
     key = issue_key(acme)
+    budgeted = issue_key(acme, max_budget="10")
     served = 0
     for gw in stack.gateways:
         assert status_of(lambda gw=gw: chat(gw.url, key["key"]))[0] == 200
+        assert status_of(lambda gw=gw: chat(gw.url, budgeted["key"]))[0] == 200
         served += 1
     stack.redis.stop()
-    code, message = status_of(lambda: chat(stack.gateways[0].url, key["key"]))
+    # a key without budgets or rate limits is still served from the proxy's cache; its usage is kept
+    # in memory until Redis is back. A budgeted key cannot be admitted without Redis: 503, retry.
+    assert status_of(lambda: chat(stack.gateways[0].url, key["key"]))[0] == 200
+    served += 1
+    code, message = status_of(lambda: chat(stack.gateways[0].url, budgeted["key"]))
     assert code == 503 and "retry" in message
     stack.redis.start()
     for gw in stack.gateways:

@@ -97,8 +97,11 @@ class Command(BaseCommand):
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", "the portal"),
         }
-        for name in ("DJANGO_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS", "DATABASE_URL"):
-            proxy_env.pop(name, None)  # the proxy needs none of the portal's own secrets
+        # The proxy needs none of the portal's own secrets. And no REDIS_*: LiteLLM would use that
+        # Redis for its own caches on every request; the plugin reads PORTAL_GATEWAY_REDIS_URL.
+        for name in ("DJANGO_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL",
+                     "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
+            proxy_env.pop(name, None)
         argv = [litellm, "--config", str(path), "--host", host, "--port", str(port), "--num_workers", str(workers)]
         self.stdout.write(f"Starting LiteLLM on http://{host}:{port} with {len(config['model_list'])} deployment(s)")
         self.stdout.flush()
