@@ -10,6 +10,7 @@ v3 servers read traces through `/api/public/traces`."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import random
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -149,6 +151,30 @@ class LangfuseClient:
     def create_project_api_key(self, project_id: str, note: str) -> dict[str, Any]:
         return self.request("POST", f"/api/public/projects/{project_id}/apiKeys", json_body={"note": note})
 
+    # Paging ------------------------------------------------------------
+
+    def pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a page-numbered list (`page`, `meta.totalPages`)."""
+        page = 1
+        while True:
+            body = self.request("GET", path, params={**params, "page": page}) or {}
+            data = body.get("data") or []
+            yield from data
+            if not data or page >= int((body.get("meta") or {}).get("totalPages") or 0):
+                return
+            page += 1
+
+    def cursor_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a cursor-paged list (`meta.cursor`, v4)."""
+        params = dict(params)
+        while True:
+            body = self.request("GET", path, params=params) or {}
+            yield from body.get("data") or []
+            cursor = (body.get("meta") or {}).get("cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+
     # Traces and observations -------------------------------------------
 
     def traces(self, *, from_time: str | None = None, to_time: str | None = None, name: str | None = None,
@@ -157,28 +183,13 @@ class LangfuseClient:
         """Traces in time order, page by page (the v3 traces API, served by both)."""
         params: dict[str, Any] = {"limit": limit, "orderBy": "timestamp.asc"}
         for key, value in (("fromTimestamp", from_time), ("toTimestamp", to_time), ("name", name),
-                           ("userId", user_id)):
+                           ("userId", user_id), ("tags", tags), ("environment", environment)):
             if value:
                 params[key] = value
-        if tags:
-            params["tags"] = tags
-        if environment:
-            params["environment"] = environment
-        page, seen = 1, 0
-        while True:
-            body = self.request("GET", "/api/public/traces", params={**params, "page": page}) or {}
-            for trace in body.get("data", []):
-                yield trace
-                seen += 1
-                if max_items is not None and seen >= max_items:
-                    return
-            meta = body.get("meta") or {}
-            if page >= int(meta.get("totalPages") or 0) or not body.get("data"):
-                return
-            page += 1
+        return itertools.islice(self.pages("/api/public/traces", params), max_items)
 
     def trace(self, trace_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/public/traces/{trace_id}")
+        return self.request("GET", f"/api/public/traces/{quote(trace_id, safe='')}")
 
     def observations(self, *, trace_id: str | None = None, from_time: str | None = None, to_time: str | None = None,
                      limit: int = 100) -> Iterator[dict[str, Any]]:
@@ -191,35 +202,16 @@ class LangfuseClient:
                 params["fromStartTime"] = from_time
             if to_time:
                 params["toStartTime"] = to_time
-            while True:
-                body = self.request("GET", "/api/public/v2/observations", params=params) or {}
-                yield from body.get("data", [])
-                cursor = (body.get("meta") or {}).get("cursor")
-                if not cursor:
-                    return
-                params["cursor"] = cursor
-        else:
-            page = 1
-            while True:
-                body = self.request("GET", "/api/public/observations", params={**params, "page": page}) or {}
-                yield from body.get("data", [])
-                if page >= int((body.get("meta") or {}).get("totalPages") or 0):
-                    return
-                page += 1
+            return self.cursor_pages("/api/public/v2/observations", params)
+        return self.pages("/api/public/observations", params)
 
     # Scores ------------------------------------------------------------
 
     def score_config(self, name: str, data_type: str, **spec: Any) -> dict[str, Any]:
         """The score config of this name and type, created if missing."""
-        page = 1
-        while True:
-            body = self.request("GET", "/api/public/score-configs", params={"page": page, "limit": 100}) or {}
-            for config in body.get("data", []):
-                if config.get("name") == name and config.get("dataType") == data_type and not config.get("isArchived"):
-                    return config
-            if page >= int((body.get("meta") or {}).get("totalPages") or 0):
-                break
-            page += 1
+        for config in self.pages("/api/public/score-configs", {"limit": 100}):
+            if config.get("name") == name and config.get("dataType") == data_type and not config.get("isArchived"):
+                return config
         return self.request("POST", "/api/public/score-configs", json_body={"name": name, "dataType": data_type,
                                                                              **spec})
 
@@ -229,35 +221,17 @@ class LangfuseClient:
         return self.request("POST", "/api/public/scores", json_body=score)
 
     def scores(self, *, name: str | None = None, trace_id: str | None = None) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": 100, **({"name": name} if name else {}),
+                                  **({"traceId": trace_id} if trace_id else {})}
         if self.server().api == "v4":
-            params: dict[str, Any] = {"limit": 100, "fields": "details,subject"}
-            if name:
-                params["name"] = name
-            if trace_id:
-                params["traceId"] = trace_id
-            while True:
-                body = self.request("GET", "/api/public/v3/scores", params=params) or {}
-                yield from body.get("data", [])
-                cursor = (body.get("meta") or {}).get("cursor")
-                if not cursor:
-                    return
-                params["cursor"] = cursor
-        else:
-            page = 1
-            while True:
-                params = {"page": page, "limit": 100, **({"name": name} if name else {}),
-                          **({"traceId": trace_id} if trace_id else {})}
-                body = self.request("GET", "/api/public/v2/scores", params=params) or {}
-                yield from body.get("data", [])
-                if page >= int((body.get("meta") or {}).get("totalPages") or 0):
-                    return
-                page += 1
+            return self.cursor_pages("/api/public/v3/scores", {**params, "fields": "details,subject"})
+        return self.pages("/api/public/v2/scores", params)
 
     # Datasets ----------------------------------------------------------
 
     def dataset(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", f"/api/public/v2/datasets/{name}")
+            return self.request("GET", f"/api/public/v2/datasets/{quote(name, safe='')}")
         except LangfuseError as exc:
             if exc.status == 404:
                 return None
@@ -272,14 +246,7 @@ class LangfuseClient:
         return self.request("POST", "/api/public/dataset-items", json_body=item)
 
     def dataset_items(self, dataset_name: str) -> Iterator[dict[str, Any]]:
-        page = 1
-        while True:
-            body = self.request("GET", "/api/public/dataset-items",
-                                params={"datasetName": dataset_name, "page": page, "limit": 100}) or {}
-            yield from body.get("data", [])
-            if page >= int((body.get("meta") or {}).get("totalPages") or 0):
-                return
-            page += 1
+        return self.pages("/api/public/dataset-items", {"datasetName": dataset_name, "limit": 100})
 
     def create_dataset_run_item(self, item: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/api/public/dataset-run-items", json_body=item)

@@ -35,7 +35,7 @@ import logging
 import math
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -47,6 +47,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from evals import metrics as m
+from evals.concurrency import Bounded
 from evals.gateway_client import GatewayCallError, GatewayClient
 from evals.judge import JudgeParseError, ScoreSpec, judge, render
 from evals.langfuse_client import LangfuseClient, LangfuseError
@@ -379,7 +380,6 @@ class Runner:
                        for e in self.setup["evaluators"] if e["version_id"] in versions]
         self.metrics = m.parse_specs(self.setup["metrics"])
         self.recorder = Recorder(langfuse, run, self.judges)
-        self.in_flight: dict[Future[Outcome], tuple[DatasetItem, ModelRoute]] = {}
         self.stopped = ""
 
     def attempt(self, item: DatasetItem, route: ModelRoute) -> Outcome:
@@ -413,8 +413,9 @@ class Runner:
         out.passed = decide(out.metrics, out.evaluators)
         return out
 
-    def record(self, item: DatasetItem, route: ModelRoute, future: Future[Outcome]) -> None:
+    def record(self, pair: tuple[DatasetItem, ModelRoute], future: Future[Outcome]) -> None:
         """Save one outcome and write it to Langfuse (main thread)."""
+        item, route = pair
         try:
             outcome = future.result()
         except BudgetRefused as exc:
@@ -439,12 +440,6 @@ class Runner:
         if self.run.processed % PROGRESS_EVERY == 0:
             self.run.save(update_fields=["processed", "total_cost"])
 
-    def collect(self, block_until_below: int) -> None:
-        while len(self.in_flight) > block_until_below:
-            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                self.record(*self.in_flight.pop(future), future)
-
     def execute(self) -> None:
         run = self.run
         dataset = Dataset.objects.get(pk=self.setup["dataset"]["id"])  # as when the run started
@@ -456,16 +451,13 @@ class Runner:
         run.total, run.processed = len(done) + len(pairs), len(done)
         run.save(update_fields=["total", "processed"])
         self.recorder.prepare(dataset, items)
-        concurrency = self.benchmark.concurrency
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="benchmark") as pool:
-            try:
-                for item, route in pairs:
-                    if self.stopped:
-                        break
-                    self.in_flight[pool.submit(self.attempt, item, route)] = (item, route)
-                    self.collect(concurrency - 1)
-            finally:
-                self.collect(0)  # what is in flight lands, even when the run stops
+        calls: Bounded[Outcome, tuple[DatasetItem, ModelRoute]] = Bounded(
+            self.benchmark.concurrency, self.record, "benchmark")
+        with calls:  # leaving it lands what is in flight, even when the run stops
+            for item, route in pairs:
+                if self.stopped:
+                    break
+                calls.submit((item, route), self.attempt, item, route)
         if self.stopped:
             raise RunStopped(self.stopped)
 

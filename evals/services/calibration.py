@@ -32,7 +32,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -42,6 +42,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from evals.concurrency import Bounded
 from evals.gateway_client import GatewayCallError, GatewayClient
 from evals.judge import JudgeParseError, Judgment, ScoreSpec, judge, render
 from evals.models import (
@@ -438,7 +439,7 @@ class Calibrator:
         self.run, self.gateway, self.concurrency = run, gateway, max(1, min(concurrency, 16))
         self.version = run.evaluator_version
         self.spec = ScoreSpec.of(self.version)
-        self.in_flight: dict[Future[Judgment], EvalScore] = {}
+        self.judging: Bounded[Judgment, EvalScore] = Bounded(self.concurrency, self.finish, "calibrate")
         self.stopped = ""
 
     def judge_item(self, item: DatasetItem) -> Judgment:
@@ -470,34 +471,27 @@ class Calibrator:
         self.run.judge_cost += Decimal(str(result.cost))
         self.run.scored += 1
 
-    def collect(self, block_until_below: int) -> None:
-        while len(self.in_flight) > block_until_below:
-            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                self.record(self.in_flight.pop(future), future)
-                self.run.processed += 1
-                if self.run.processed % PROGRESS_EVERY == 0:
-                    self.run.save(update_fields=["processed", "scored", "failed", "judge_cost"])
+    def finish(self, row: EvalScore, future: Future[Judgment]) -> None:
+        self.record(row, future)
+        self.run.processed += 1
+        if self.run.processed % PROGRESS_EVERY == 0:
+            self.run.save(update_fields=["processed", "scored", "failed", "judge_cost"])
 
     def execute(self) -> None:
         rows = list(EvalScore.objects.filter(run=self.run, status=ScoreStatus.CLAIMED).order_by("id"))
         wanted = [parsed[1] for row in rows if (parsed := parse_subject(row.trace_id))]
         items = DatasetItem.objects.in_bulk(wanted)
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="calibrate") as pool:
-            try:
-                for row in rows:
-                    if self.stopped:
-                        break
-                    parsed = parse_subject(row.trace_id)
-                    item = items.get(parsed[1]) if parsed else None
-                    if item is None:
-                        self.fail(row, "the item was deleted")
-                        self.run.processed += 1
-                        continue
-                    self.in_flight[pool.submit(self.judge_item, item)] = row
-                    self.collect(self.concurrency - 1)
-            finally:
-                self.collect(0)  # what is in flight lands, even when the run stops
+        with self.judging:  # leaving it lands what is in flight, even when the run stops
+            for row in rows:
+                if self.stopped:
+                    break
+                parsed = parse_subject(row.trace_id)
+                item = items.get(parsed[1]) if parsed else None
+                if item is None:
+                    self.fail(row, "the item was deleted")
+                    self.run.processed += 1
+                    continue
+                self.judging.submit(row, self.judge_item, item)
 
 
 def resume_counts(run: EvalRun) -> None:

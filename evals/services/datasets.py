@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -326,7 +325,7 @@ def langfuse_connection(project: Project) -> LangfuseConnection:
 
 
 def langfuse_dataset(client: LangfuseClient, name: str) -> dict[str, Any] | None:
-    return client.dataset(quote(name, safe=""))  # a name may hold '/', '?' or '#'
+    return client.dataset(name)
 
 
 # Datasets and items ----------------------------------------------------

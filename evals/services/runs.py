@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
+from evals.concurrency import Bounded
 from evals.gateway_client import PORTAL_TAG, GatewayCallError, GatewayClient
 from evals.judge import JudgeParseError, Judgment, ScoreSpec, judge, render
 from evals.langfuse_client import LangfuseClient, LangfuseError
@@ -132,7 +133,7 @@ class Runner:
         self.concurrency = self.schedule.concurrency if self.schedule else DEFAULT_CONCURRENCY
         self.config_id: str | None = None
         self.capped_at: str | None = None  # timestamp of the last trace, when max_traces stopped the run
-        self.in_flight: dict[Future[Judgment], EvalScore] = {}
+        self.judging: Bounded[Judgment, EvalScore] = Bounded(self.concurrency, self.finish, "judge")
         self.stopped: str = ""
         self.langfuse_error: str = ""
 
@@ -147,7 +148,7 @@ class Runner:
             return True
         done = self.run.scored + self.run.failed
         average = self.run.judge_cost / done if done else Decimal(0)
-        return self.run.judge_cost + average * len(self.in_flight) < limit
+        return self.run.judge_cost + average * len(self.judging) < limit
 
     def judge_trace(self, trace: dict[str, Any]) -> Judgment:
         prompt = render(self.version.prompt_template, self.version.variables, trace_source(trace))
@@ -189,16 +190,13 @@ class Runner:
             self.langfuse_error = str(exc)[:300]
             self.stopped = self.stopped or f"Langfuse failed: {exc}"[:300]
 
-    def collect(self, block_until_below: int) -> None:
-        while len(self.in_flight) > block_until_below:
-            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                self.record(self.in_flight.pop(future), future)
-                self.run.processed += 1
-                if self.run.processed % PROGRESS_EVERY == 0:
-                    self.save()
+    def finish(self, row: EvalScore, future: Future[Judgment]) -> None:
+        self.record(row, future)
+        self.run.processed += 1
+        if self.run.processed % PROGRESS_EVERY == 0:
+            self.save()
 
-    def submit(self, pool: ThreadPoolExecutor, trace: dict[str, Any], row: EvalScore) -> None:
+    def submit(self, trace: dict[str, Any], row: EvalScore) -> None:
         if row.status == ScoreStatus.SCORED:  # scored before, never pushed
             self.push(row)
             self.run.already_scored += 1
@@ -208,8 +206,7 @@ class Runner:
             row.delete()  # release the claim: a later run scores this trace
             self.stopped = self.stopped or "judge spend limit reached"
             return
-        self.in_flight[pool.submit(self.judge_trace, trace)] = row
-        self.collect(self.concurrency - 1)
+        self.judging.submit(row, self.judge_trace, trace)
 
     def execute(self) -> None:
         run, schedule = self.run, self.schedule
@@ -223,30 +220,27 @@ class Runner:
             name=filters.get("name"), tags=filters.get("tags"), user_id=filters.get("user_id"),
             environment=filters.get("environment"))
         run.considered = run.sampled = run.scored = run.already_scored = run.failed = run.processed = 0
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
-            try:
-                for trace in traces:
-                    if self.stopped:
-                        break
-                    if not matches(trace, filters):
-                        continue
-                    run.considered += 1
-                    if not sampled(trace["id"], rate):
-                        continue
-                    if run.sampled >= max_traces:
-                        run.stop_reason = f"stopped at the maximum of {max_traces} traces; the next run goes on from here"
-                        break
-                    run.sampled += 1
-                    run.total = run.sampled
-                    self.capped_at = trace.get("timestamp")
-                    row = claim(run, trace["id"])
-                    if row is None:
-                        run.already_scored += 1
-                        run.processed += 1
-                    else:
-                        self.submit(pool, trace, row)
-            finally:
-                self.collect(0)  # what is in flight lands, even when the run stops
+        with self.judging:  # leaving it lands what is in flight, even when the run stops
+            for trace in traces:
+                if self.stopped:
+                    break
+                if not matches(trace, filters):
+                    continue
+                run.considered += 1
+                if not sampled(trace["id"], rate):
+                    continue
+                if run.sampled >= max_traces:
+                    run.stop_reason = f"stopped at the maximum of {max_traces} traces; the next run goes on from here"
+                    break
+                run.sampled += 1
+                run.total = run.sampled
+                self.capped_at = trace.get("timestamp")
+                row = claim(run, trace["id"])
+                if row is None:
+                    run.already_scored += 1
+                    run.processed += 1
+                else:
+                    self.submit(trace, row)
         if self.stopped:
             raise RunStopped(self.stopped)
 
