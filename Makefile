@@ -25,7 +25,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/ensure_services.sh
-	$(PY) bench/run_all.py
+	$(PY) bench/gateway_bench.py
+	$(PY) bench/evals_bench.py
 
 clean:
 	rm -rf $(VENV) var
