@@ -188,8 +188,35 @@ def claim_stale(r: redis.Redis, consumer: str, count: int) -> list[tuple[str, di
     return [(i, f) for i, f in reply[1] if f]
 
 
+CONSUMER_LOCK = f"{contract.BASE}:usage:consumer"
+CONSUMER_LOCK_MS = 10_000
+RELEASE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def take_consumer_lock(r: redis.Redis, owner: str) -> bool:
+    """The consumer lock, waiting long enough for the lock of a consumer that
+    died to lapse; False when a live consumer holds it."""
+    deadline = time.monotonic() + CONSUMER_LOCK_MS / 1000 + 1
+    while True:
+        try:
+            if r.set(CONSUMER_LOCK, owner, nx=True, px=CONSUMER_LOCK_MS):
+                return True
+        except redis.RedisError:
+            return True  # Redis down: consume() waits for it anyway
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def release_consumer_lock(r: redis.Redis, owner: str) -> None:
+    try:
+        r.eval(RELEASE_IF_MINE, 1, CONSUMER_LOCK, owner)
+    except redis.RedisError:
+        pass
+
+
 def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_ms: int = 500,
-            consumer: str | None = None) -> int:
+            consumer: str | None = None, lock_owner: str | None = None) -> int:
     """Read and store usage until `seconds` have passed. Returns events stored.
 
     Survives Redis restarts (waits and re-creates the group) and database
@@ -203,6 +230,8 @@ def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_m
     need_groups = True
     while time.monotonic() < deadline:
         try:
+            if lock_owner is not None:  # keep the consumer lock while alive
+                r.set(CONSUMER_LOCK, lock_owner, px=CONSUMER_LOCK_MS)
             if need_groups:
                 ensure_groups(r)
                 need_groups = False

@@ -49,11 +49,7 @@ def start_worker(env: dict[str, str], name: str = "e2e") -> Worker:
     worker = Worker(env, name).start()
     log = LOGS / f"worker-{name}.log"
     wait_for(lambda: "ready." in log.read_text(errors="replace"), 90, "celery worker", worker.p)
-    from gateway.tasks import usage_consume
-
-    # The worker reads the usage stream for the whole session (beat does this every minute in production).
-    usage_consume.apply_async(kwargs={"seconds": 3600.0}, queue="usage")
-    return worker
+    return worker  # it starts reading the usage stream itself, and each consumer hands over to the next
 
 
 @pytest.fixture(scope="session")
