@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 LOG_DIR = Path(settings.BASE_DIR) / "var" / "log"
 
@@ -29,6 +30,21 @@ def redis_reachable() -> bool:
         return bool(redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+def forget_gateway_state() -> int:
+    """A new demo database starts its ids at 1 again: drop what an earlier
+    demo left in Redis (key documents, counters, unconsumed usage events) so
+    none of it is taken for the new organization's."""
+    import redis
+
+    from gateway.plugin import contract
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+    stale = list(client.scan_iter(match=f"{contract.PREFIX}:*", count=1000))
+    for start in range(0, len(stale), 500):
+        client.delete(*stale[start:start + 500])
+    return len(stale)
 
 
 def wait_redis(timeout: float = 15) -> None:
@@ -91,7 +107,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, web_port: int, gateway_port: int, **options: Any) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.stdout.write("Migrating the demo database...")
+        fresh_database = "django_migrations" not in connection.introspection.table_names()
         call_command("migrate", verbosity=0)
+        if fresh_database and redis_reachable():
+            dropped = forget_gateway_state()
+            if dropped:
+                self.stdout.write(f"New database: dropped {dropped} gateway entries an earlier demo left in Redis.")
         out = io.StringIO()
         call_command("seed_demo", "--json", stdout=out)
         info = json.loads(out.getvalue())
