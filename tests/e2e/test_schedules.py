@@ -49,6 +49,9 @@ def test_beat_fires_a_schedule_and_its_alerts_follow_the_scores(stack: Stack, ac
     until(lambda: EvalRun.objects.filter(schedule=schedule, status="succeeded").exists(), 60, 0.5)
     first = EvalRun.objects.filter(schedule=schedule, status="succeeded").earliest("created_at")
     assert first.scored == 6 and first.mean_score == 4.0
+    as_api = acme.client("viewer").get(project_url(acme, f"runs/{first.pk}/")).json()
+    assert as_api["status"] == "succeeded" and as_api["schedule"] == schedule.pk, as_api
+    print("\nscheduled run as the API returns it:\n" + json.dumps(as_api, indent=2))  # shown with -s
     schedule.refresh_from_db()
     assert schedule.last_window_end == first.window_end  # the next run continues from here
     until(lambda: any(h["kind"] == "evaluation" for h in hooks.received), 10, 0.2)
