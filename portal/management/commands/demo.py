@@ -47,6 +47,10 @@ def forget_gateway_state() -> int:
     return len(stale)
 
 
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def wait_redis(timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while not redis_reachable():
@@ -117,7 +121,10 @@ class Command(BaseCommand):
         call_command("seed_demo", "--json", stdout=out)
         info = json.loads(out.getvalue())
         procs = self.processes(web_port, gateway_port)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # Ctrl-C, kill and a closed terminal all stop everything, also when the demo was started in the
+        # background (where a shell starts it with SIGINT ignored).
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, interrupt)
         try:
             for proc in procs:
                 self.start(proc)
