@@ -58,7 +58,7 @@ class GatewayClient:
             started = time.perf_counter()
             try:
                 raw = self.client.chat.completions.with_raw_response.create(
-                    model=model, messages=messages, extra_headers=headers, **params)
+                    model=model, messages=messages, extra_headers=headers, **params)  # type: ignore[arg-type]
             except openai.APIStatusError as exc:
                 error = self._error(exc)
                 delay = self._retry_after(exc) or self.backoff * 2 ** attempt

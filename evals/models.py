@@ -12,7 +12,7 @@ from django.db import models
 
 from gateway.models import ModelRoute
 from portal import crypto
-from portal.models import MONEY, Organization, Project
+from portal.models import Organization, Project, optional_amount
 
 
 class LangfuseConnection(models.Model):
@@ -151,7 +151,7 @@ class EvalSchedule(models.Model):
     sampling_rate = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     max_traces = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1),
                                                                       MaxValueValidator(100_000)])
-    max_judge_spend = models.DecimalField(**MONEY, null=True, blank=True, validators=[MinValueValidator(0)])
+    max_judge_spend = optional_amount()
     concurrency = models.PositiveSmallIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(64)],
                                                    help_text="Judge calls in flight at once.")
     initial_lookback_hours = models.PositiveIntegerField(default=24, validators=[MaxValueValidator(24 * 90)])

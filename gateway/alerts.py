@@ -6,17 +6,19 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Model
+
 from gateway.models import VirtualKey
 from gateway.plugin import contract
 from portal.models import Organization, Project, Team
 from portal.notify import send_alert
 
-SCOPE_MODELS = {"key": VirtualKey, "project": Project, "team": Team, "org": Organization}
+SCOPE_MODELS: dict[str, type[Model]] = {"key": VirtualKey, "project": Project, "team": Team, "org": Organization}
 
 
 def budget_alert(fields: dict[str, str]) -> None:
     scope, ident = fields["scope"], int(fields["id"])
-    obj: Any = SCOPE_MODELS[scope].objects.filter(pk=ident).first()
+    obj: Any = SCOPE_MODELS[scope]._default_manager.filter(pk=ident).first()
     if obj is None:
         return
     org = obj if scope == "org" else obj.organization

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from portal.models import MONEY, BudgetFields, Organization, Project, Team
+from portal.models import BudgetFields, Organization, Project, Team, optional_amount
 
 ROUTE_NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$",
@@ -58,10 +56,8 @@ class ModelRoute(models.Model):
     num_retries = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(10)])
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True,
                                                   validators=[MinValueValidator(1), MaxValueValidator(3600)])
-    input_cost_per_million = models.DecimalField(**MONEY, null=True, blank=True,
-                                                 validators=[MinValueValidator(Decimal(0))])
-    output_cost_per_million = models.DecimalField(**MONEY, null=True, blank=True,
-                                                  validators=[MinValueValidator(Decimal(0))])
+    input_cost_per_million = optional_amount()
+    output_cost_per_million = optional_amount()
     allowed_teams = models.ManyToManyField(Team, blank=True, related_name="+",
                                            help_text="Empty: every team of the organization may use it.")
     fallbacks = models.ManyToManyField("self", through="RouteFallback", symmetrical=False, blank=True,

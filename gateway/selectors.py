@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Model, QuerySet, Sum
 
 from gateway.models import UsageDaily, VirtualKey
 from gateway.services.keys import keys_visible_to
@@ -35,10 +35,11 @@ def summarize(rows: QuerySet[Any], group_field: str | None) -> list[dict[str, An
 
 
 def labels(group_by: str, groups: list[Any], organization: Any) -> dict[Any, str]:
-    model = {"key": VirtualKey, "project": Project, "team": Team}.get(group_by)
+    models: dict[str, type[Model]] = {"key": VirtualKey, "project": Project, "team": Team}
+    model = models.get(group_by)
     if model is None:
         return {g: str(g) for g in groups}
-    return {pk: name for pk, name in model.objects.filter(organization=organization, pk__in=groups)
+    return {pk: name for pk, name in model._default_manager.filter(organization=organization, pk__in=groups)
             .values_list("pk", "name")}
 
 

@@ -240,8 +240,8 @@ def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_m
                 stale = claim_stale(r, consumer, batch)
                 if stale:
                     stored += handle_batch(r, stale)
-            streams = {contract.USAGE_STREAM: "0" if retry_own else ">", contract.ALERTS_STREAM: ">"}
-            reply = r.xreadgroup(contract.USAGE_GROUP, consumer, streams, count=batch,
+            streams: dict[Any, Any] = {contract.USAGE_STREAM: "0" if retry_own else ">", contract.ALERTS_STREAM: ">"}
+            reply: Any = r.xreadgroup(contract.USAGE_GROUP, consumer, streams, count=batch,
                                  block=None if retry_own else block_ms)
             retry_own = False
             for stream, entries in reply or []:
@@ -272,7 +272,7 @@ def drain(r: redis.Redis, consumer: str | None = None) -> int:
     ensure_groups(r)
     stored = 0
     while True:
-        reply = r.xreadgroup(contract.USAGE_GROUP, consumer, {contract.USAGE_STREAM: ">"}, count=1000)
+        reply: Any = r.xreadgroup(contract.USAGE_GROUP, consumer, {contract.USAGE_STREAM: ">"}, count=1000)
         if not reply:
             return stored
         for _, entries in reply:

@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from portal.models import ROLE_RANK, ApiToken, Membership, Organization, OrgRole, TeamMembership, TeamRole, TokenScope
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import AnonymousUser, User
 
 
 class NotAMember(Exception):
@@ -74,8 +74,10 @@ class Actor:
             raise PermissionDenied("This needs the organization 'admin' role or the team's 'admin' role.")
 
 
-def actor_for_user(organization: Organization, user: User, *, token: ApiToken | None = None,
+def actor_for_user(organization: Organization, user: User | AnonymousUser, *, token: ApiToken | None = None,
                    ip_address: str | None = None) -> Actor:
+    if not user.is_authenticated:
+        raise NotAMember
     membership = Membership.objects.filter(organization=organization, user=user).first()
     if membership is None or not user.is_active:
         raise NotAMember

@@ -3,6 +3,7 @@ roles, per-user API tokens, and the audit log."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django.conf import settings
@@ -14,7 +15,12 @@ SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
     "Use 1-50 lowercase letters, digits and hyphens, not starting or ending with a hyphen.",
 )
-MONEY = {"max_digits": 12, "decimal_places": 4}
+
+
+def optional_amount() -> models.DecimalField[Decimal | None, Decimal | None]:
+    """A USD amount (12 digits, 4 after the point): optional, never negative."""
+    return models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True,
+                               validators=[MinValueValidator(Decimal(0))])
 
 
 class BudgetPeriod(models.TextChoices):
@@ -43,8 +49,8 @@ class BudgetFields(models.Model):
     """A spend ceiling in USD that resets each budget period. The soft budget
     only alerts; the max budget refuses further requests."""
 
-    max_budget = models.DecimalField(**MONEY, null=True, blank=True, validators=[MinValueValidator(Decimal(0))])
-    soft_budget = models.DecimalField(**MONEY, null=True, blank=True, validators=[MinValueValidator(Decimal(0))])
+    max_budget = optional_amount()
+    soft_budget = optional_amount()
     budget_period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE)
 
     class Meta:
@@ -54,7 +60,7 @@ class BudgetFields(models.Model):
 class OrganizationQuerySet(models.QuerySet["Organization"]):
     def by_slug(self, slug: str) -> Organization | None:
         """The organization with this slug, or None (also for strings that cannot be slugs)."""
-        if not isinstance(slug, str) or not SLUG_VALIDATOR.regex.fullmatch(slug):
+        if not isinstance(slug, str) or not re.fullmatch(SLUG_VALIDATOR.regex, slug):
             return None
         return self.filter(slug=slug).first()
 

@@ -9,6 +9,7 @@ export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 export DATABASE_CONN_MAX_AGE=0  # live-server threads must not keep sessions open past the test
 .venv/bin/ruff check .
+.venv/bin/mypy
 psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'portal'" | grep -q 1 || createdb -h 127.0.0.1 -U postgres portal
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || { echo "missing migrations" >&2; exit 1; }
 exec .venv/bin/pytest "$@"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -56,7 +57,7 @@ class RouteName(serializers.SlugRelatedField):
         return ModelRoute.objects.filter(organization=org) if org else ModelRoute.objects.none()
 
     def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str) or not ROUTE_NAME_VALIDATOR.regex.fullmatch(data):
+        if not isinstance(data, str) or not re.fullmatch(ROUTE_NAME_VALIDATOR.regex, data):
             self.fail("does_not_exist", slug_name="name", value=str(data)[:100].replace("\x00", ""))
         return super().to_internal_value(data)
 

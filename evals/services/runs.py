@@ -265,7 +265,8 @@ def alert_if_needed(run: EvalRun) -> None:
     reasons = []
     if schedule.alert_below is not None and run.mean_score < schedule.alert_below:
         reasons.append(f"the mean score {run.mean_score:.3f} is below {schedule.alert_below:g}")
-    if schedule.alert_drop is not None and previous and previous.mean_score - run.mean_score > schedule.alert_drop:
+    if (schedule.alert_drop is not None and previous is not None and previous.mean_score is not None
+            and previous.mean_score - run.mean_score > schedule.alert_drop):
         reasons.append(f"the mean score dropped from {previous.mean_score:.3f} to {run.mean_score:.3f}")
     if not reasons:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from portal.api.serializers import BUDGET_FIELDS, BudgetSerializerMixin, OrgScop
 from portal.models import Project, Team
 
 User = get_user_model()
-ROUTE_NAME_RE = ROUTE_NAME_VALIDATOR.regex
+ROUTE_NAME_RE = re.compile(ROUTE_NAME_VALIDATOR.regex)
 
 
 @extend_schema_field(serializers.CharField(max_length=100))
@@ -100,7 +101,7 @@ class DeploymentSerializer(serializers.Serializer):
 
 
 class RouteSerializer(serializers.ModelSerializer):
-    deployments = DeploymentSerializer(many=True, max_length=50)
+    deployments = DeploymentSerializer(many=True, max_length=50)  # type: ignore[call-arg]
     fallbacks = RelatedList(child=RouteNameField(), required=False, max_length=20,
                                       help_text="Route names, tried in order when every deployment fails.")
     allowed_teams = RelatedList(child=OrgScopedRelatedField(Team), required=False, max_length=1000,
@@ -168,8 +169,8 @@ class KeySerializer(BudgetSerializerMixin, serializers.ModelSerializer):
 class KeyUpdateSerializer(KeySerializer):
     """A key cannot move to another team or project."""
 
-    team = serializers.PrimaryKeyRelatedField(read_only=True)  # type: ignore[assignment]
-    project = serializers.PrimaryKeyRelatedField(read_only=True)  # type: ignore[assignment]
+    team = serializers.PrimaryKeyRelatedField(read_only=True)  # type: ignore[assignment,var-annotated]
+    project = serializers.PrimaryKeyRelatedField(read_only=True)  # type: ignore[assignment,var-annotated]
 
 
 class ClineSetupSerializer(serializers.Serializer):

@@ -44,9 +44,9 @@ class UsageQuerySerializer(serializers.Serializer):
 
 class UsageRowSerializer(serializers.Serializer):
     group = serializers.CharField(allow_null=True)
-    label = serializers.CharField(allow_null=True)
+    label = serializers.CharField(allow_null=True)  # type: ignore[assignment]  # a declared field, not Field.label
     requests = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]  # a declared field, not Serializer.errors
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     cost = serializers.FloatField()

@@ -79,7 +79,7 @@ class PortalCallbacks(CustomLogger):
         portal = ((getattr(user_api_key_dict, "metadata", None) or {}).get("portal") or {})
         if "reservation" not in portal:
             return None  # refused before a reservation: nothing to settle
-        status = getattr(original_exception, "status_code", None) or getattr(original_exception, "code", 500)
+        status: Any = getattr(original_exception, "status_code", None) or getattr(original_exception, "code", 500)
         try:
             status = int(status)
         except (TypeError, ValueError):

@@ -9,7 +9,7 @@ Subclasses narrow the queryset with `narrow_queryset`; they cannot override
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from django.db.models import Model, QuerySet
 from rest_framework import exceptions, viewsets
@@ -70,17 +70,18 @@ class OrgScopedViewSet(viewsets.GenericViewSet):
             raise exceptions.PermissionDenied(f"This needs the '{role}' role in the organization or higher.")
 
     def get_queryset(self) -> QuerySet[Any]:
-        model: type[Model] = self.queryset.model  # type: ignore[union-attr]
+        base = cast("QuerySet[Any]", self.queryset)  # type: ignore[arg-type]  # the stubs take it for a Manager
+        model: type[Model] = base.model
         if getattr(self, "swagger_fake_view", False):
             return model._default_manager.none()
-        qs = self.queryset.all().filter(**{self.org_field: self.organization})  # type: ignore[union-attr]
+        qs = base.all().filter(**{self.org_field: self.organization})
         return self.narrow_queryset(qs)
 
     def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())
         if hasattr(self, "actor"):
             context["actor"] = self.actor
             context["organization"] = self.organization

@@ -74,7 +74,9 @@ def _ctx(actor: Actor, **extra: Any) -> dict[str, Any]:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    membership = Membership.objects.filter(user=request.user).select_related("organization").order_by("id").first()
+    user = request.user  # login_required: never anonymous here
+    membership = (Membership.objects.filter(user_id=user.pk or 0).select_related("organization")
+                  .order_by("id").first())
     if membership is None:
         return render(request, "web/error.html", {"title": "No organization",
                                                   "message": "You are not a member of any organization yet."})
