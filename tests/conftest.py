@@ -8,7 +8,8 @@ from django.conf import settings
 
 from tests.factories import Tenant, make_tenant
 
-pytest_plugins = ["tests.langfuse_standin.fixtures"]  # the `langfuse_standin` fixture, everywhere
+# The `langfuse_standin` fixture everywhere; the end-to-end stack for tests/e2e and tests/security.
+pytest_plugins = ["tests.langfuse_standin.fixtures", "tests.e2e.stack"]
 
 
 @pytest.fixture(autouse=True)
