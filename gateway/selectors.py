@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Model, QuerySet, Sum
+from django.db.models import Model, Q, QuerySet, Sum
 
 from gateway.models import UsageDaily, VirtualKey
-from gateway.services.keys import keys_visible_to
-from portal.models import OrgRole, Project, Team
+from portal.models import Project, Team
 
 GROUPS = {"day": "day", "route": "route", "key": "key_id", "project": "project_id", "team": "team_id",
           "user": "owner_email"}
@@ -43,11 +42,18 @@ def labels(group_by: str, groups: list[Any], organization: Any) -> dict[Any, str
             .values_list("pk", "name")}
 
 
+def member_keys(actor: Any) -> QuerySet[VirtualKey]:
+    """The keys a member sees: its teams' and its own (as `keys_visible_to`
+    for members). Decided by `Actor.sees_every_team`, so that a member's
+    viewer-level token sees no more than the member."""
+    return VirtualKey.objects.filter(organization=actor.organization).filter(
+        Q(team_id__in=list(actor.team_roles())) | Q(owner=actor.user))
+
+
 def usage_report(actor: Any, params: dict[str, Any]) -> dict[str, Any]:
     rows = UsageDaily.objects.filter(organization=actor.organization, day__gte=params["from"], day__lte=params["to"])
-    if actor.role == OrgRole.MEMBER:
-        visible = keys_visible_to(actor, VirtualKey.objects.filter(organization=actor.organization))
-        rows = rows.filter(key_id__in=visible.values("pk"))
+    if not actor.sees_every_team():
+        rows = rows.filter(key_id__in=member_keys(actor).values("pk"))
     for name in ("team", "project", "key", "route"):
         if name in params:
             rows = rows.filter(**{GROUPS[name] if name != "route" else "route": params[name]})

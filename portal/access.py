@@ -37,6 +37,8 @@ class Actor:
     scope: str = TokenScope.FULL
     ip_address: str | None = None
     label_override: str | None = None
+    #: the user's own role in the organization, whatever the token's (None: a system actor)
+    membership_role: str | None = None
     _team_roles: dict[int, str] | None = field(default=None, repr=False)
 
     @property
@@ -52,6 +54,13 @@ class Actor:
     def require(self, role: str) -> None:
         if not self.at_least(role):
             raise PermissionDenied(f"This needs the '{role}' role in the organization or higher.")
+
+    def sees_every_team(self) -> bool:
+        """Org viewers and up read every team's keys and usage; members only
+        their teams'. Roles are not nested here (a viewer sees more than a
+        member), so a member's viewer-level token must not widen what the
+        member sees: both the effective and the user's own role decide."""
+        return OrgRole.MEMBER not in (self.role, self.membership_role)
 
     def team_roles(self) -> dict[int, str]:
         if self._team_roles is None:
@@ -88,7 +97,8 @@ def actor_for_user(organization: Organization, user: User | AnonymousUser, *, to
             raise NotAMember
         role = lower_role(token.role, membership.role)
         scope = token.scope
-    return Actor(organization=organization, user=user, role=role, token=token, scope=scope, ip_address=ip_address)
+    return Actor(organization=organization, user=user, role=role, token=token, scope=scope, ip_address=ip_address,
+                 membership_role=membership.role)
 
 
 def system_actor(organization: Organization, label: str, user: User | None = None) -> Actor:
