@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import DatabaseError
 
 from evals import tasks_benchmarks, tasks_datasets  # noqa: F401  (their tasks register on import)
 from evals.models import EvalSchedule
 from evals.services import evaluators, reports, runs
+from portal.exceptions import Conflict
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="evals.tasks.run_schedule", soft_time_limit=60, ignore_result=True)
@@ -17,7 +22,11 @@ def run_schedule(schedule_id: int) -> int | None:
                                                                                  enabled=True).first()
     if schedule is None or schedule.evaluator.archived:
         return None
-    run = evaluators.run_create(project=schedule.project, evaluator=schedule.evaluator, schedule=schedule)
+    try:
+        run = evaluators.run_create(project=schedule.project, evaluator=schedule.evaluator, schedule=schedule)
+    except Conflict as busy:  # the schedule's last run is still going: this tick is skipped
+        log.info("schedule %s: not run: %s", schedule_id, busy)
+        return None
     execute_run.delay(run.pk)
     return run.pk
 

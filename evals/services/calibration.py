@@ -70,6 +70,7 @@ from evals.services.datasets import (
     parse_jsonl,
     text_problem,
 )
+from evals.services.evaluators import check_capacity
 from portal import audit
 from portal.access import Actor
 
@@ -411,6 +412,7 @@ def calibration_start(*, actor: Actor, evaluator: Evaluator, dataset: Dataset, c
         raise ValidationError({"dataset": "No item has an expected label (expected_output) to calibrate against."})
     if len(usable) > MAX_CALIBRATION_ITEMS:
         raise ValidationError({"dataset": f"At most {MAX_CALIBRATION_ITEMS} labelled items per calibration."})
+    check_capacity(evaluator.project)
     run = EvalRun.objects.create(project_id=evaluator.project_id, evaluator_version=version, status=RunStatus.QUEUED,
                                  total=len(usable))
     EvalScore.objects.bulk_create([

@@ -9,20 +9,24 @@ from typing import Any
 from celery.schedules import crontab
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from evals.judge import VARIABLE
 from evals.models import EvalRun, EvalSchedule, Evaluator, EvaluatorVersion, RunStatus
+from evals.services.runs import STUCK_AFTER
 from evals.templates import TEMPLATES, template
 from gateway.models import ModelRoute
 from portal import audit
 from portal.access import Actor
+from portal.exceptions import Conflict
 from portal.models import Project
 
 VERSION_FIELDS = ("judge_route", "template_key", "prompt_template", "variables", "score_type", "min_value",
                   "max_value", "labels", "pass_threshold", "pass_labels", "output_mode")
+#: Runs (evaluations and calibrations) of one project queued or running at once, on the shared workers.
+MAX_ACTIVE_RUNS = 8
 SCHEDULE_FIELDS = ("name", "enabled", "cron", "interval_seconds", "filters", "sampling_rate", "max_traces",
                    "max_judge_spend", "concurrency", "initial_lookback_hours", "alert_below", "alert_drop")
 
@@ -181,8 +185,29 @@ def schedule_delete(*, actor: Actor, schedule: EvalSchedule) -> None:
     schedule.delete()
 
 
+def in_progress(runs: QuerySet[EvalRun]) -> QuerySet[EvalRun]:
+    return runs.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
+                       created_at__gte=timezone.now() - STUCK_AFTER)  # older: its worker died
+
+
+def check_capacity(project: Project, schedule: EvalSchedule | None = None) -> None:
+    """Work a tenant hands to the shared workers is bounded: one run of a
+    schedule at a time (a second one would read the same window again, as the
+    window moves on only when a run succeeds), and at most `MAX_ACTIVE_RUNS`
+    of a project. Call it inside a transaction: it locks the project's row,
+    so that concurrent requests count each other."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if schedule is not None and in_progress(EvalRun.objects.filter(schedule=schedule)).exists():
+        raise Conflict("A run of this schedule is in progress; wait for it to finish.")
+    if in_progress(EvalRun.objects.filter(project=project)).count() >= MAX_ACTIVE_RUNS:
+        raise Conflict(f"{MAX_ACTIVE_RUNS} runs of this project are queued or running; wait for one to finish.")
+
+
+@transaction.atomic
 def run_create(*, project: Project, evaluator: Evaluator, schedule: EvalSchedule | None = None,
                window_start: dt.datetime | None = None, window_end: dt.datetime | None = None) -> EvalRun:
+    """A queued run (409 `Conflict` beyond what `check_capacity` allows)."""
+    check_capacity(project, schedule)
     version = evaluator.current
     if version is None:
         raise ValidationError({"evaluator": "The evaluator has no version."})

@@ -8,6 +8,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,6 +17,7 @@ from evals.judge import as_text, extract_json
 from evals.langfuse_client import LangfuseError
 from evals.models import EvalReport, EvalRun, EvalScore, RunStatus, ScoreStatus
 from evals.service_keys import service_key
+from evals.services.benchmarks import usable_routes
 from gateway.models import ModelRoute
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ Answer with a JSON object only:
 
 @transaction.atomic
 def report_create(*, run: EvalRun, route: ModelRoute) -> EvalReport:
+    """A queued report through `route`, which must be usable by the run's
+    project (like a judge route or a benchmark's routes)."""
+    if not usable_routes(run.project).filter(pk=route.pk).exists():
+        raise ValidationError({"route": "The route is not available to this project's team."})
     EvalReport.objects.filter(run=run).delete()
     report = EvalReport.objects.create(run=run, route=route)
     from evals.tasks import generate_report

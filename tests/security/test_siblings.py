@@ -5,13 +5,16 @@ Each test is an attack that succeeded on the code before its fix."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from gateway.models import UsageDaily, VirtualKey
-from gateway.services import keys
+from evals.models import EvalRun, EvalSchedule, RunStatus
+from gateway.models import ModelRoute, UsageDaily, VirtualKey
+from gateway.services import keys, routes
 from portal import services
 from portal.access import system_actor
 from portal.models import Project, Team, TeamRole
@@ -81,3 +84,116 @@ def test_an_org_viewer_still_sees_every_team(acme: Tenant) -> None:
     for client in (acme.client("viewer"), api(viewer_token_of(acme, "admin"))):
         body = client.get(acme.url("usage/"), {"group_by": "key"}).json()
         assert body["totals"]["requests"] == 7 and "research key" in str(body), body
+
+
+# Shared workers: a tenant's evaluation work piles up without bound -------------------------------
+
+
+def make_evaluator(t: Tenant, judge_route: str = "chat") -> int:
+    response = t.client("team_admin").post(project_url(t, "evaluators/"), {
+        "name": "helpfulness", "template": "helpfulness", "judge_route": judge_route}, format="json")
+    assert response.status_code == 201, response.content
+    return int(response.json()["id"])
+
+
+def make_schedule(t: Tenant, evaluator: int) -> EvalSchedule:
+    response = t.client("team_admin").post(project_url(t, "schedules/"), {
+        "name": "often", "evaluator": evaluator, "interval_seconds": 10, "max_traces": 100_000,
+        "concurrency": 64}, format="json")
+    assert response.status_code == 201, response.content
+    return EvalSchedule.objects.get(pk=response.json()["id"])
+
+
+def test_beat_does_not_pile_up_runs_of_a_schedule_whose_run_is_in_progress(acme: Tenant, monkeypatch: Any) -> None:
+    """A schedule every 10 s over a window that takes longer than that: each beat tick queued one more run of
+    the same window (the window only moves on when a run succeeds), each up to 100,000 traces on 64 threads
+    of the shared `evals` workers."""
+    from evals import tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.execute_run, "delay", queued.append)
+    schedule = make_schedule(acme, make_evaluator(acme))
+    first = tasks.run_schedule(schedule.pk)
+    assert first is not None
+    for _ in range(5):  # five more ticks while the first run is queued, then running
+        assert tasks.run_schedule(schedule.pk) is None
+        EvalRun.objects.filter(pk=first).update(status=RunStatus.RUNNING)
+    assert EvalRun.objects.filter(schedule=schedule).count() == 1 and queued == [first]
+    EvalRun.objects.filter(pk=first).update(status=RunStatus.SUCCEEDED)
+    assert tasks.run_schedule(schedule.pk) is not None  # once it is over, the next tick runs
+
+
+def test_run_now_answers_409_while_the_schedules_run_is_in_progress(acme: Tenant) -> None:
+    schedule = make_schedule(acme, make_evaluator(acme))
+    client = acme.client("team_admin")
+    assert client.post(project_url(acme, f"schedules/{schedule.pk}/run/")).status_code == 202
+    again = client.post(project_url(acme, f"schedules/{schedule.pk}/run/"))
+    assert again.status_code == 409 and "in progress" in again.json()["detail"], again.content
+    assert EvalRun.objects.filter(schedule=schedule).count() == 1
+
+
+def test_a_project_cannot_queue_runs_without_bound(acme: Tenant) -> None:
+    from evals.services.evaluators import MAX_ACTIVE_RUNS
+
+
+    evaluator = make_evaluator(acme)
+    client = acme.client("team_admin")
+    since = (timezone.now() - dt.timedelta(days=3650)).isoformat()
+    answers = [client.post(project_url(acme, "runs/"), {"evaluator": evaluator, "window_start": since},
+                           format="json") for _ in range(MAX_ACTIVE_RUNS + 3)]
+    assert [a.status_code for a in answers] == [202] * MAX_ACTIVE_RUNS + [409] * 3, [a.content for a in answers]
+    assert "wait for one to finish" in answers[-1].json()["detail"]
+    assert EvalRun.objects.filter(project=acme.project).count() == MAX_ACTIVE_RUNS
+    EvalRun.objects.filter(project=acme.project).update(status=RunStatus.SUCCEEDED)
+    assert client.post(project_url(acme, "runs/"), {"evaluator": evaluator, "window_start": since},
+                       format="json").status_code == 202
+
+
+# A report through a route the project's team may not use -----------------------------------------
+
+
+def restricted_route(t: Tenant, team: Team, name: str = "premium") -> ModelRoute:
+    route = routes.route_create(actor=system_actor(t.org, "tests"), data={"name": name, "deployments": [
+        {"credential": None, "model": "gpt-4o", "litellm_params": {"mock_response": "expensive"}}]})
+    route.allowed_teams.set([team])
+    return route
+
+
+def test_a_report_cannot_use_a_route_of_another_team(acme: Tenant) -> None:
+    """The judge route and a benchmark's routes must be usable by the project's team; the report's route was
+    taken as any route of the organization (refused only later, by the gateway, after a 202)."""
+    research, _, _ = other_team(acme)
+    restricted_route(acme, research)
+    evaluator = make_evaluator(acme)
+    from evals.models import Evaluator
+
+    run = EvalRun.objects.create(project=acme.project, evaluator_version=Evaluator.objects.get(pk=evaluator).current,
+                                 status=RunStatus.SUCCEEDED)
+    client = acme.client("team_admin")
+    answer = client.post(project_url(acme, f"runs/{run.pk}/report/"), {"route": "premium"}, format="json")
+    assert answer.status_code == 400, answer.content
+    assert "not available to this project's team" in str(answer.json()), answer.content
+    assert client.post(project_url(acme, f"runs/{run.pk}/report/"), {"route": "chat"},
+                       format="json").status_code == 202
+    # the same for the judge route and a benchmark's routes (already refused before)
+    refused = client.post(project_url(acme, "evaluators/"), {"name": "j2", "template": "helpfulness",
+                                                             "judge_route": "premium"}, format="json")
+    assert refused.status_code == 400 and "judge_route" in refused.json(), refused.content
+
+
+def test_a_project_cannot_run_benchmarks_without_bound(acme: Tenant) -> None:
+    """One run per benchmark at a time, but any number of benchmarks (each up to 64 threads): capped per project."""
+    from evals.models import Dataset, DatasetItem
+    from evals.services.benchmarks import MAX_ACTIVE_RUNS
+
+    dataset = Dataset.objects.create(project=acme.project, name="qa")
+    DatasetItem.objects.create(dataset=dataset, external_id="q1", input="question", expected_output="answer")
+    client = acme.client("team_admin")
+    answers = []
+    for i in range(MAX_ACTIVE_RUNS + 2):
+        created = client.post(project_url(acme, "benchmarks/"), {"name": f"b{i}", "dataset": dataset.pk,
+                                                                 "routes": ["chat"], "concurrency": 64}, format="json")
+        assert created.status_code == 201, created.content
+        answers.append(client.post(project_url(acme, f"benchmarks/{created.json()['id']}/run/")))
+    assert [a.status_code for a in answers] == [202] * MAX_ACTIVE_RUNS + [409] * 2, [a.content for a in answers]
+    assert "wait for one to finish" in answers[-1].json()["detail"]
