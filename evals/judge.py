@@ -15,6 +15,8 @@ from evals.gateway_client import Completion
 VARIABLE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*}}")
 MISSING = "(none)"
 MAX_VALUE_CHARS = 20_000
+MAX_VARIABLES = 20  # variables in a prompt template (each filled with up to MAX_VALUE_CHARS)
+MAX_PROMPT_CHARS = 150_000  # a rendered judge prompt, template included
 
 
 class ChatClient(Protocol):
@@ -97,8 +99,29 @@ def as_text(value: Any) -> str:
 
 def render(template: str, mapping: dict[str, str], source: dict[str, Any]) -> str:
     """Fill `{{name}}` from `source`, through the version's mapping (a
-    variable without one is read from the path of its own name)."""
-    return VARIABLE.sub(lambda m: as_text(lookup(source, mapping.get(m.group(1), m.group(1)))), template)
+    variable without one is read from the path of its own name). The prompt
+    is built on shared workers, many at once: the values filled in share a
+    budget of `MAX_PROMPT_CHARS`, so a template that repeats a variable
+    cannot multiply a trace's text."""
+    left = MAX_PROMPT_CHARS - len(template)
+
+    def fill(m: re.Match[str]) -> str:
+        nonlocal left
+        text = as_text(lookup(source, mapping.get(m.group(1), m.group(1))))[:max(left, 0)]
+        left -= len(text)
+        return text
+
+    return VARIABLE.sub(fill, template)
+
+
+def template_problem(template: str) -> str | None:
+    """Why a prompt template cannot be used, or None."""
+    count = len(VARIABLE.findall(template))
+    if count == 0:
+        return "The prompt uses no variable ({{input}}, {{output}}, ...)."
+    if count > MAX_VARIABLES:
+        return f"The prompt uses variables {count} times; at most {MAX_VARIABLES}."
+    return None
 
 
 def extract_json(text: str) -> Any:

@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from evals.judge import VARIABLE
+from evals.judge import template_problem
 from evals.models import EvalRun, EvalSchedule, Evaluator, EvaluatorVersion, RunStatus
 from evals.services.runs import STUCK_AFTER
 from evals.templates import TEMPLATES, template
@@ -55,8 +55,9 @@ def check_version(project: Project, data: dict[str, Any]) -> None:
             errors["pass_labels"] = "Pass labels must be among the labels."
     if kind == "boolean" and not set(data.get("pass_labels") or []) <= {"true", "false"}:
         errors["pass_labels"] = "For a boolean score: ['true'] or ['false']."
-    if not VARIABLE.search(data.get("prompt_template", "")):
-        errors["prompt_template"] = "The prompt uses no variable ({{input}}, {{output}}, ...)."
+    problem = template_problem(data.get("prompt_template", ""))
+    if problem:
+        errors["prompt_template"] = problem
     if errors:
         raise ValidationError(errors)
 

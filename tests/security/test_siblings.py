@@ -197,3 +197,25 @@ def test_a_project_cannot_run_benchmarks_without_bound(acme: Tenant) -> None:
         answers.append(client.post(project_url(acme, f"benchmarks/{created.json()['id']}/run/")))
     assert [a.status_code for a in answers] == [202] * MAX_ACTIVE_RUNS + [409] * 2, [a.content for a in answers]
     assert "wait for one to finish" in answers[-1].json()["detail"]
+
+
+# A judge prompt that multiplies a trace's text on the shared workers -------------------------------
+
+
+def test_a_judge_prompt_cannot_blow_up_on_the_workers(acme: Tenant) -> None:
+    """2,000 `{{input}}` in a 20,000-character template, each filled with up to 20,000 characters of a trace:
+    a 40 MB prompt per trace, built by each of 64 threads of a shared worker (and sent to the gateway)."""
+    from evals.judge import MAX_PROMPT_CHARS, render
+    from evals.models import Evaluator
+
+    prompt = "Grade this. " + "{{input}}" * 2000
+    response = acme.client("team_admin").post(project_url(acme, "evaluators/"), {
+        "name": "greedy", "judge_route": "chat", "prompt_template": prompt, "score_type": "boolean"},
+        format="json")
+    assert response.status_code == 400 and "prompt_template" in response.json(), response.content
+    # and whatever is stored (evaluators from before the check), the rendered prompt stays bounded
+    version = Evaluator.objects.get(pk=make_evaluator(acme)).current
+    assert version is not None
+    rendered = render(prompt, {}, {"input": "x" * 20_000})
+    assert len(rendered) <= MAX_PROMPT_CHARS
+    assert render(version.prompt_template, {}, {"input": "hi", "output": "there"}).count("hi") >= 1
