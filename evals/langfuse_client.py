@@ -2,7 +2,10 @@
 
 Timeouts on every call; bounded retries with exponential backoff on 429 and
 5xx, honouring `Retry-After`; errors that retrying cannot fix are raised as
-`LangfuseError(permanent=True)`. The API generation is chosen from the
+`LangfuseError(permanent=True)`. The host is a tenant's: every request goes
+through the outbound URL policy (`portal.outbound.PolicyTransport`), redirects
+are not followed, and errors never carry the far side's answer (only its
+status), so the client cannot be used to read an internal service. The API generation is chosen from the
 server's version (`GET /api/public/health`): Langfuse v4 reads observations
 through `/api/public/v2/observations` and scores through `/api/public/v3/scores`;
 v3 servers read traces through `/api/public/traces`."""
@@ -21,6 +24,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from portal.outbound import OutboundRefused, PolicyTransport
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -49,7 +54,8 @@ class LangfuseClient:
                  ) -> None:
         self.host = host.rstrip("/")
         token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
-        self.http = httpx.Client(base_url=self.host, timeout=timeout, transport=transport,
+        self.http = httpx.Client(base_url=self.host, timeout=timeout, transport=PolicyTransport(transport),
+                                 follow_redirects=False,
                                  headers={"Authorization": f"Basic {token}", "User-Agent": "llmops-portal"})
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self._server: ServerInfo | None = None
@@ -73,6 +79,8 @@ class LangfuseClient:
             try:
                 response = self.http.request(method, path, params=params, json=json_body,
                                              headers=None if auth else {"Authorization": ""})
+            except OutboundRefused as exc:
+                raise LangfuseError(f"Langfuse at {self.host}: {exc}", permanent=True) from None
             except httpx.TimeoutException as exc:
                 error = LangfuseError(f"Langfuse at {self.host} timed out ({type(exc).__name__}).")
                 delay = self._delay(attempt, None)
@@ -80,8 +88,12 @@ class LangfuseClient:
                 error = LangfuseError(f"Langfuse at {self.host} cannot be reached ({type(exc).__name__}).")
                 delay = self._delay(attempt, None)
             else:
-                if response.status_code < 400:
-                    return response.json() if response.content else None
+                if response.status_code < 300:
+                    try:
+                        return response.json() if response.content else None
+                    except ValueError:
+                        raise LangfuseError(f"Langfuse at {self.host} did not answer with JSON; check the host.",
+                                            status=response.status_code, permanent=True) from None
                 error = self._error(response)
                 if response.status_code not in RETRY_STATUSES:
                     raise error
@@ -103,21 +115,22 @@ class LangfuseClient:
         return min(self.backoff * 2 ** attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
     def _error(self, response: httpx.Response) -> LangfuseError:
+        """What failed, by status only: the far side's text is never repeated
+        (the host is a tenant's, and its answer could be an internal page)."""
         status = response.status_code
-        try:
-            detail = response.json()
-            detail = detail.get("message") or detail.get("error") or json.dumps(detail)[:300]
-        except ValueError:
-            detail = response.text[:300]
+        if 300 <= status < 400:
+            return LangfuseError(f"Langfuse at {self.host} answered with a redirect ({status}); enter the address "
+                                 "it redirects to as the host.", status=status, permanent=True)
         if status == 401:
             return LangfuseError("Langfuse rejected the keys (401): check the public and secret key of the project.",
                                  status=status, permanent=True)
         if status == 403:
-            return LangfuseError(f"Langfuse refused this (403): {detail}", status=status, permanent=True)
+            return LangfuseError("Langfuse refused this (403): the keys lack the permission for it.",
+                                 status=status, permanent=True)
         if status == 404:
-            return LangfuseError(f"Not found in Langfuse (404): {detail}", status=status, permanent=True)
-        return LangfuseError(f"Langfuse answered {status}: {detail}", status=status,
-                             permanent=status not in RETRY_STATUSES)
+            return LangfuseError(f"Not found in Langfuse (404): {response.request.method} {response.request.url.path}",
+                                 status=status, permanent=True)
+        return LangfuseError(f"Langfuse answered {status}.", status=status, permanent=status not in RETRY_STATUSES)
 
     # Server ------------------------------------------------------------
 

@@ -29,6 +29,10 @@ MAX_BACKOFF = dt.timedelta(minutes=10)
 _local = threading.local()
 
 
+BUDGET_SCOPES: list[tuple[str, Any]] = [("org", Organization), ("team", Team), ("project", Project),
+                                        ("key", VirtualKey)]
+
+
 class Backend(Protocol):
     def push(self, kind: str, object_id: int) -> None: ...
 
@@ -78,6 +82,7 @@ class ManagedBackend:
             self._delete(keys=[contract.key_doc(key_id)], args=[v])
             self._publish("key", key_id)
             return
+        self._restore_if_budgeted("key", key)
         hashes = documents.hash_documents(key)
         for sha, grace_until in hashes:
             expire = grace_until + 7 * 86400 if grace_until is not None else None
@@ -91,6 +96,7 @@ class ManagedBackend:
         if org is None:
             self._delete(keys=[contract.org_doc(org_id)], args=[v])
         else:
+            self._restore_if_budgeted("org", org)
             self._write(contract.org_doc(org.pk), documents.org_document(org), v)
         self._publish("org", org_id)
 
@@ -109,6 +115,7 @@ class ManagedBackend:
         if team is None:
             self._delete(keys=[contract.team_doc(team_id)], args=[v])
         else:
+            self._restore_if_budgeted("team", team)
             self._write(contract.team_doc(team.pk), documents.team_document(team), v)
         self._publish("team", team_id)
 
@@ -118,6 +125,7 @@ class ManagedBackend:
         if project is None:
             self._delete(keys=[contract.project_doc(project_id)], args=[v])
         else:
+            self._restore_if_budgeted("project", project)
             self._write(contract.project_doc(project.pk), documents.project_document(project), v)
         self._publish("project", project_id)
 
@@ -143,20 +151,32 @@ class ManagedBackend:
         spend the database has not ingested yet."""
         now = timezone.now()
         restored = 0
-        scopes: list[tuple[str, Any]] = [("org", Organization), ("team", Team), ("project", Project),
-                                         ("key", VirtualKey)]
-        for scope, model in scopes:
+        for scope, model in BUDGET_SCOPES:
             with_budget = model.objects.exclude(max_budget=None, soft_budget=None)
             for obj in with_budget.only("pk", "budget_period").iterator():
-                label = contract.period_start(obj.budget_period, now)
-                name = contract.budget_keys(scope, obj.pk, label)[0]
-                nano = int(usage.period_spend(scope, obj.pk, obj.budget_period, now) * contract.NANO)
-                end = contract.period_end(obj.budget_period, now)
-                if self.r.set(name, nano, nx=True):
-                    restored += 1
-                    if end:
-                        self.r.expireat(name, int(end.timestamp()) + 7 * 86400)
+                restored += self._restore_counter(scope, obj.pk, obj.budget_period, now)
         return restored
+
+    def _restore_counter(self, scope: str, ident: int, period: str, now: dt.datetime) -> int:
+        """The spend counter of the period containing `now`, from the database
+        when Redis has none (SET NX): 1 if it was restored."""
+        name = contract.budget_keys(scope, ident, contract.period_start(period, now))[0]
+        if self.r.exists(name):
+            return 0
+        nano = int(usage.period_spend(scope, ident, period, now) * contract.NANO)
+        if not self.r.set(name, nano, nx=True):
+            return 0
+        end = contract.period_end(period, now)
+        if end:
+            self.r.expireat(name, int(end.timestamp()) + 7 * 86400)
+        return 1
+
+    def _restore_if_budgeted(self, scope: str, obj: Any) -> None:
+        """A budget added or changed mid-period starts from the period's spend
+        so far, not from zero: pushed before the document, so that no proxy
+        admits against an empty counter."""
+        if obj.max_budget is not None or obj.soft_budget is not None:
+            self._restore_counter(scope, obj.pk, obj.budget_period, timezone.now())
 
     def state_loaded(self) -> bool:
         return bool(self.r.exists(contract.EPOCH))

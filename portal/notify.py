@@ -1,17 +1,21 @@
 """Alerts to people: email to the organization's alert addresses (or its
-owners and admins) and a JSON POST to its webhook, if it has one."""
+owners and admins) and a JSON POST to its webhook, if it has one.
+
+The webhook URL is a tenant's: the POST goes through the outbound URL policy
+(`portal.outbound`), checked again when it is sent, to the address that was
+checked, and a redirect is a failure (it is not followed)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.core.mail import send_mail
 
 from portal.models import Membership, Organization, OrgRole
+from portal.outbound import OutboundRefused, PolicyTransport
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT = 5
@@ -25,14 +29,19 @@ def recipients(org: Organization) -> list[str]:
 
 
 def post_webhook(url: str, payload: dict[str, Any]) -> bool:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "llmops-portal"})
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:
-            return 200 <= response.status < 300
-    except OSError as exc:
+        with httpx.Client(transport=PolicyTransport(), timeout=WEBHOOK_TIMEOUT, follow_redirects=False) as client:
+            response = client.post(url, json=payload, headers={"User-Agent": "llmops-portal"})
+    except OutboundRefused as exc:
+        log.warning("alert webhook of an organization refused by the outbound policy: %s", exc)
+        return False
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
         log.warning("alert webhook of an organization failed: %s", type(exc).__name__)
         return False
+    if not 200 <= response.status_code < 300:
+        log.warning("alert webhook of an organization answered %s", response.status_code)
+        return False
+    return True
 
 
 def send_alert(org: Organization, *, subject: str, body: str, payload: dict[str, Any]) -> None:

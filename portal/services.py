@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gateway import changes
-from portal import audit
+from portal import audit, outbound
 from portal.access import Actor, system_actor
 from portal.models import (
     ROLE_RANK,
@@ -80,6 +80,8 @@ def organization_update(*, actor: Actor, data: dict[str, Any]) -> Organization:
     org = Organization.objects.select_for_update().get(pk=actor.organization.pk)
     before = audit.snapshot(org, ORG_FIELDS)
     _apply(org, data, ("name", *BUDGET_FIELDS, "alert_emails", "alert_webhook_url"))
+    if org.alert_webhook_url:
+        outbound.validate("alert_webhook_url", org.alert_webhook_url)
     _check_budget(org)
     org.full_clean()
     org.save()
@@ -146,11 +148,21 @@ def member_remove(*, actor: Actor, membership: Membership) -> None:
     _guard_owner_change(actor, membership.role)
     _guard_last_owner(actor.organization, membership)
     audit.record(actor, "membership.delete", membership, before=_membership_state(membership))
+    _revoke_keys_of(actor, membership.user, reason="owner removed from the organization")
     TeamMembership.objects.filter(team__organization=actor.organization, user=membership.user).delete()
     ApiToken.objects.filter(organization=actor.organization, user=membership.user, revoked_at=None).update(
         revoked_at=timezone.now())
     membership.delete()
     changes.organization_changed(actor.organization.pk)
+
+
+def _revoke_keys_of(actor: Actor, user: Any, *, reason: str, team_id: int | None = None) -> None:
+    """Someone who leaves cannot keep using the keys they own there: they are
+    revoked through the key service (audit entry, push to every proxy).
+    Keys they issued to others stay with their owners."""
+    from gateway.services.keys import keys_revoke_owned_by
+
+    keys_revoke_owned_by(actor=actor, user=user, team_id=team_id, reason=reason)
 
 
 # Teams ---------------------------------------------------------------------
@@ -224,6 +236,7 @@ def team_member_update(*, actor: Actor, membership: TeamMembership, role: str) -
 def team_member_remove(*, actor: Actor, membership: TeamMembership) -> None:
     actor.require_team_manager(membership.team_id)
     audit.record(actor, "team_membership.delete", membership, before=_team_member_state(membership))
+    _revoke_keys_of(actor, membership.user, team_id=membership.team_id, reason="owner removed from the team")
     membership.delete()
 
 

@@ -27,4 +27,7 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && ! command -v redis-s
 fi
 export PORTAL_ENV_FILE="$ENV_FILE"
 export LITELLM_LOCAL_MODEL_COST_MAP=True
+# The demo runs everything on this machine (a local Langfuse, a local vLLM): allow loopback
+# for tenant-entered URLs, which production refuses (portal/outbound.py).
+export PORTAL_OUTBOUND_ALLOWED_NETWORKS=${PORTAL_OUTBOUND_ALLOWED_NETWORKS:-127.0.0.0/8,::1/128,localhost}
 exec .venv/bin/python manage.py demo "$@"

@@ -21,6 +21,16 @@ def _clean_redis() -> Any:
     client.close()
 
 
+# The Langfuse and LLM stand-ins listen on 127.0.0.1: the tests allow loopback the way a platform
+# allows its internal network (portal/outbound.py); the attack tests switch the allowance off.
+OUTBOUND_ALLOWED_IN_TESTS = ["127.0.0.0/8", "::1/128", "localhost"]
+
+
+@pytest.fixture(autouse=True)
+def _outbound_allows_loopback(settings: Any) -> None:
+    settings.PORTAL_OUTBOUND_ALLOWED_NETWORKS = OUTBOUND_ALLOWED_IN_TESTS
+
+
 @pytest.fixture
 def acme(db: Any) -> Tenant:
     return make_tenant("acme")

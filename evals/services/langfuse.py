@@ -11,7 +11,7 @@ from django.utils import timezone
 from evals.langfuse_client import LangfuseClient, LangfuseError
 from evals.models import LangfuseConnection, LangfuseOrgKey
 from gateway import changes
-from portal import audit
+from portal import audit, outbound
 from portal.access import Actor
 from portal.models import OrgRole, Project
 
@@ -22,8 +22,16 @@ def state(conn: LangfuseConnection) -> dict[str, Any]:
     return audit.snapshot(conn, FIELDS, secret_key=audit.MASK)
 
 
+HOST_CHANGE = "Enter the secret key again when you change the host."
+
+
+def _same_host(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
 def check_keys(host: str, public_key: str, secret_key: str) -> dict[str, Any]:
     """Health and an authenticated call, with a message a user can act on."""
+    outbound.validate("host", host)
     with LangfuseClient(host, public_key, secret_key, timeout=5, max_retries=1) as client:
         try:
             return client.check()
@@ -39,6 +47,9 @@ def connection_save(*, actor: Actor, project: Project, host: str, public_key: st
     before = state(conn) if conn else None
     if conn is None and not secret_key:
         raise ValidationError({"secret_key": "Required for a new connection."})
+    if conn is not None and not secret_key and not _same_host(conn.host, host):
+        # The stored secret goes only to the host it was entered for.
+        raise ValidationError({"secret_key": HOST_CHANGE})
     secret = secret_key or (conn.secret_key() if conn else "")
     info = check_keys(host, public_key, secret)
     conn = conn or LangfuseConnection(project=project)
@@ -73,6 +84,9 @@ ENTITLEMENT_HELP = ("Creating Langfuse projects needs an organization API key wi
 def org_key_save(*, actor: Actor, host: str, public_key: str, secret_key: str) -> LangfuseOrgKey:
     """An organization key, checked with the organization API before it is kept."""
     actor.require(OrgRole.ADMIN)
+    if not secret_key:  # never checked against a new host with the stored one
+        raise ValidationError({"secret_key": "Enter the secret key: it is needed on every save."})
+    outbound.validate("host", host)
     with LangfuseClient(host, public_key, secret_key, timeout=5, max_retries=1) as client:
         try:
             client.server()

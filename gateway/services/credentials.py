@@ -51,7 +51,12 @@ def credential_update(*, actor: Actor, credential: ProviderCredential, data: dic
     if "name" in data:
         cred.name = data["name"]
     if "settings" in data:
-        cred.settings = providers.validate_settings(cred.provider, data["settings"])
+        new_settings = providers.validate_settings(cred.provider, data["settings"])
+        moved = new_settings.get("api_base") != cred.settings.get("api_base")
+        if moved and cred.secret_fields and set(cred.secret_fields) - set(data.get("secrets") or {}):
+            # The stored secrets go only to the endpoint they were entered for.
+            raise ValidationError({"secrets": "Enter the secrets again when you change the api_base."})
+        cred.settings = new_settings
     if "secrets" in data:
         _store_secrets(cred, providers.merge_secrets(cred.provider, credential_secrets(cred), data["secrets"]))
     cred.full_clean()

@@ -123,6 +123,35 @@ def key_create(*, actor: Actor, data: dict[str, Any]) -> IssuedKey:
     return IssuedKey(key, secret.plaintext, cline_setup(api_key=secret.plaintext, model=default_model(key, routes)))
 
 
+LIMIT_FIELDS = ("max_budget", "soft_budget", "rpm_limit", "tpm_limit", "expires_at")
+LIFT = ("Only an admin of the key's team can raise or remove its {field}; you may only lower it "
+        "(an empty value means no limit).")
+
+
+def _check_no_lift(actor: Actor, key: VirtualKey, data: dict[str, Any]) -> None:
+    """Limits are set by the team's managers: anyone else may only lower the
+    limits of their own key (or rename it). No limit (null) is the highest
+    limit, so setting one to null raises it; a later expiry, a change of
+    budget period and a wider route list are raises too."""
+    if actor.manages_team(key.team_id):
+        return
+    for field in LIMIT_FIELDS:
+        if field not in data:
+            continue
+        old, new = getattr(key, field), data[field]
+        if old is not None and (new is None or new > old):
+            raise PermissionDenied(LIFT.format(field=field))
+    has_budget = key.max_budget is not None or key.soft_budget is not None
+    if "budget_period" in data and data["budget_period"] != key.budget_period and has_budget:
+        raise PermissionDenied(LIFT.format(field="budget_period") + " Changing the period changes the limit.")
+    if "allowed_routes" in data:
+        old_routes = {r.pk for r in key.allowed_routes.all()}
+        new_routes = {r.pk for r in data["allowed_routes"]}
+        if not new_routes and old_routes or old_routes and not new_routes <= old_routes:
+            raise PermissionDenied(LIFT.format(field="allowed_routes") +
+                                   " You may only remove routes (an empty list means every route).")
+
+
 def _locked(key: VirtualKey) -> VirtualKey:
     return VirtualKey.objects.select_for_update().select_related("project").get(pk=key.pk)
 
@@ -138,6 +167,7 @@ def key_update(*, actor: Actor, key: VirtualKey, data: dict[str, Any]) -> Virtua
             raise ValidationError({moved: "A key cannot move; issue a new key instead."})
     if "owner" in data and data["owner"] != key.owner and not actor.manages_team(key.team_id):
         raise PermissionDenied("Only an admin of the key's team can give it to someone else.")
+    _check_no_lift(actor, key, data)
     before = key_state(key)
     for name in EDITABLE:
         if name in data:
@@ -182,7 +212,8 @@ def key_rotate(*, actor: Actor, key: VirtualKey, grace_period_seconds: int = 0) 
     return IssuedKey(key, secret.plaintext, cline_setup(api_key=secret.plaintext, model=default_model(key)))
 
 
-def _set_status(actor: Actor, key: VirtualKey, status: str, action: str, *, admin_only: bool) -> VirtualKey:
+def _set_status(actor: Actor, key: VirtualKey, status: str, action: str, *, admin_only: bool,
+                reason: str | None = None) -> VirtualKey:
     key = _locked(key)
     check_may_write(actor, team_id=key.team_id, owner_id=key.owner_id, admin_only=admin_only)
     if key.status == status:
@@ -196,7 +227,8 @@ def _set_status(actor: Actor, key: VirtualKey, status: str, action: str, *, admi
         key.revoked_at = timezone.now()
         fields.append("revoked_at")
     key.save(update_fields=fields)
-    audit.record(actor, action, key, before=before, after=key_state(key))
+    after = key_state(key) | ({"reason": reason} if reason else {})
+    audit.record(actor, action, key, before=before, after=after)
     changes.key_changed(key.pk)
     return key
 
@@ -204,6 +236,22 @@ def _set_status(actor: Actor, key: VirtualKey, status: str, action: str, *, admi
 @transaction.atomic
 def key_revoke(*, actor: Actor, key: VirtualKey) -> VirtualKey:
     return _set_status(actor, key, KeyStatus.REVOKED, "key.revoke", admin_only=False)
+
+
+@transaction.atomic
+def keys_revoke_owned_by(*, actor: Actor, user: Any, reason: str, team_id: int | None = None) -> list[int]:
+    """Revoke the keys `user` owns in the actor's organization (or in one team
+    of it): the person is leaving, so the keys stop on every proxy at once, each
+    with its own audit entry. Keys the person issued to others are not theirs
+    and stay. The caller has checked that the actor may remove the person."""
+    owned = VirtualKey.objects.filter(organization=actor.organization, owner=user).exclude(status=KeyStatus.REVOKED)
+    if team_id is not None:
+        owned = owned.filter(team_id=team_id)
+    ids = list(owned.order_by("pk").values_list("pk", flat=True))
+    for key in VirtualKey.objects.filter(pk__in=ids).order_by("pk"):
+        check_may_write(actor, team_id=key.team_id, owner_id=key.owner_id)
+        _set_status(actor, key, KeyStatus.REVOKED, "key.revoke", admin_only=False, reason=reason)
+    return ids
 
 
 @transaction.atomic

@@ -108,7 +108,9 @@ def portal_env(redis_url: str, database_url: str, **extra: str) -> dict[str, str
     env.update({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "DATABASE_URL": database_url,
                 "PORTAL_GATEWAY_REDIS_URL": redis_url, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                 "PYTHONPATH": str(ROOT), "PORTAL_GATEWAY_CACHE_TTL": "60",
-                "PORTAL_USAGE_CLAIM_IDLE_MS": "1000", "LANGFUSE_TIMEOUT": "2", **extra})
+                "PORTAL_USAGE_CLAIM_IDLE_MS": "1000", "LANGFUSE_TIMEOUT": "2",
+                # the stand-ins listen on loopback (the outbound URL policy refuses it otherwise)
+                "PORTAL_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128,localhost", **extra})
     return env
 
 
