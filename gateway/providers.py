@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 
@@ -84,9 +83,13 @@ def validate_settings(provider: str, value: Any) -> dict[str, str]:
         raise ValidationError({"settings": [f"{k}: This setting is required for {provider}." for k in missing]})
     base = value.get("api_base")
     if base:
-        parsed = urlparse(base)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValidationError({"settings": ["api_base: Expected an http(s) URL."]})
+        # The gateway calls it with the credential's secret: the outbound URL policy applies.
+        from portal.outbound import OutboundRefused, check_url
+
+        try:
+            check_url(base)
+        except OutboundRefused as exc:
+            raise ValidationError({"settings": [f"api_base: {exc}"]}) from None
     return {k: v for k, v in value.items() if v is not None}
 
 

@@ -196,6 +196,11 @@ LITELLM_MASTER_KEY = env.str("LITELLM_MASTER_KEY", default="")
 # Seconds the portal waits for one answer from Langfuse (it retries 429, 5xx and timeouts).
 LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)
 
+# Internal networks (CIDR) and host names that tenant-entered URLs (Langfuse hosts, alert
+# webhooks, provider api_base) may point at; everything internal is refused otherwise
+# (portal/outbound.py). Cloud metadata addresses are refused always.
+PORTAL_OUTBOUND_ALLOWED_NETWORKS = env.list("PORTAL_OUTBOUND_ALLOWED_NETWORKS", default=[])
+
 # Idempotency-Key records are kept this long.
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 # Longest grace period a key rotation may give the old key.
