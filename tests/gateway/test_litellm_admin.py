@@ -403,7 +403,7 @@ def test_a_key_issued_through_the_api_is_generated_in_litellm(fake: FakeLiteLLM,
 def test_keys_without_routes_get_their_teams_models_and_never_an_empty_list(fake: FakeLiteLLM, acme: Tenant) -> None:
     assert fake.keys[sha(acme.key_plaintext)]["models"] == ["acme/chat"]
     team = fake.teams[f"portal-team-{acme.team.pk}"]
-    assert team["models"] == ["acme/chat"] and team["team_alias"] == "acme/platform"
+    assert team["models"] == ["acme/chat"] and team["team_alias"] == "acme/acme-platform"
     acme.client("admin").post(acme.url("routes/"), {
         "name": "private", "allowed_teams": [], "deployments": [{"model": "m", "litellm_params": {
             "mock_response": "x"}}]}, format="json")

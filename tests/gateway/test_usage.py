@@ -65,7 +65,7 @@ def test_usage_api_groups_by_every_dimension(acme: Tenant) -> None:
     assert by_day["totals"]["cost"] == pytest.approx(0.008)
     by_route = client.get(acme.url("usage/"), {"group_by": "route"}).json()["results"]
     assert [(r["group"], r["requests"]) for r in by_route] == [("code", 1), ("chat", 3)]  # by cost, descending
-    for group_by, label in (("key", "member key"), ("project", "assistant"), ("team", "platform"),
+    for group_by, label in (("key", "acme member key"), ("project", "acme-assistant"), ("team", "acme-platform"),
                             ("user", "member@acme.test")):
         rows = client.get(acme.url("usage/"), {"group_by": group_by}).json()["results"]
         assert [r["label"] for r in rows] == [label], group_by

@@ -43,7 +43,7 @@ def test_budget_validation_on_org_team_project(acme: Tenant) -> None:
 @pytest.mark.django_db
 def test_duplicate_names_and_foreign_teams_are_400(acme: Tenant, globex: Tenant) -> None:
     owner = acme.client("owner")
-    assert owner.post(acme.url("teams/"), {"name": "platform"}, format="json").json() == {
+    assert owner.post(acme.url("teams/"), {"name": acme.team.name}, format="json").json() == {
         "name": ["A team with this name already exists."]}
     response = owner.post(acme.url("projects/"), {"name": "p", "team": globex.team.pk}, format="json")
     assert response.status_code == 400 and "team" in response.json()
