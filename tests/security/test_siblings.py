@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from evals.models import EvalRun, EvalSchedule, RunStatus
+from evals.models import EvalRun, EvalSchedule, Evaluator, RunStatus
 from gateway.models import ModelRoute, UsageDaily, VirtualKey
 from gateway.services import keys, routes
 from portal import services
@@ -165,8 +165,6 @@ def test_a_report_cannot_use_a_route_of_another_team(acme: Tenant) -> None:
     research, _, _ = other_team(acme)
     restricted_route(acme, research)
     evaluator = make_evaluator(acme)
-    from evals.models import Evaluator
-
     run = EvalRun.objects.create(project=acme.project, evaluator_version=Evaluator.objects.get(pk=evaluator).current,
                                  status=RunStatus.SUCCEEDED)
     client = acme.client("team_admin")
@@ -206,7 +204,6 @@ def test_a_judge_prompt_cannot_blow_up_on_the_workers(acme: Tenant) -> None:
     """2,000 `{{input}}` in a 20,000-character template, each filled with up to 20,000 characters of a trace:
     a 40 MB prompt per trace, built by each of 64 threads of a shared worker (and sent to the gateway)."""
     from evals.judge import MAX_PROMPT_CHARS, render
-    from evals.models import Evaluator
 
     prompt = "Grade this. " + "{{input}}" * 2000
     response = acme.client("team_admin").post(project_url(acme, "evaluators/"), {
@@ -219,3 +216,80 @@ def test_a_judge_prompt_cannot_blow_up_on_the_workers(acme: Tenant) -> None:
     rendered = render(prompt, {}, {"input": "x" * 20_000})
     assert len(rendered) <= MAX_PROMPT_CHARS
     assert render(version.prompt_template, {}, {"input": "hi", "output": "there"}).count("hi") >= 1
+
+
+# A client-chosen request id hides usage from the portal --------------------------------------------
+
+
+def served_event(call_id: str, reservation: str) -> dict[str, Any]:
+    """The usage event the plugin emits for a served request whose client sent `x-litellm-call-id: <call_id>`
+    (LiteLLM takes the header as `litellm_call_id`, up to its length limit, for any client)."""
+    import asyncio
+    import time
+
+    from gateway.plugin.callbacks import PortalCallbacks
+
+    portal = {"key_id": 1, "key_hash": "h", "org": 1, "team": 1, "project": 1, "owner": "", "route": "chat",
+              "group": "g", "scopes": [], "started": time.time(), "reservation": reservation}
+    events: list[dict[str, Any]] = []
+
+    async def settle(_portal: Any, _cost: float, _tokens: int, _completion: int, event: dict[str, Any]) -> None:
+        events.append(event)
+
+    callbacks = PortalCallbacks()
+    callbacks.settle = settle  # type: ignore[method-assign]
+    kwargs = {"litellm_call_id": call_id, "standard_logging_object": {}, "response_cost": 0.5,
+              "litellm_params": {"metadata": {"user_api_key_metadata": {"portal": portal}}}}
+    asyncio.run(callbacks.async_log_success_event(kwargs, None, None, None))
+    return events[0]
+
+
+@pytest.mark.xfail(strict=True, reason="gateway/plugin/callbacks.py (helper A) names usage events by the "
+                                       "client's litellm_call_id: see the report")
+def test_usage_events_are_named_by_the_gateway_not_by_the_client() -> None:
+    """The usage consumer stores each request id once (UsageRecord.request_id is unique, across all
+    organizations): a client that sends the same `x-litellm-call-id` on every request is charged in the
+    gateway's counters but recorded once in the portal (usage API, dashboards, the rollups the counters are
+    rebuilt from when a budget changes); and a request id another tenant's client chose is taken."""
+    first, second = served_event("same-every-time", "r1"), served_event("same-every-time", "r2")
+    assert first["request_id"] != second["request_id"]
+
+
+# Web UI: another organization's objects by id, admin pages, CSRF (checked: safe) ---------------------
+
+
+def web_login(t: Tenant, role: str, *, csrf: bool = False) -> Any:
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=csrf)
+    user = t.users[role]
+    user.set_password("pw-for-tests-1234")
+    user.save()
+    assert client.login(username=user.username, password="pw-for-tests-1234")
+    return client
+
+
+def test_web_pages_answer_404_for_another_organizations_objects(acme: Tenant, globex: Tenant) -> None:
+    owner = web_login(acme, "owner")
+    run = EvalRun.objects.create(project=globex.project, status=RunStatus.SUCCEEDED,
+                                 evaluator_version=Evaluator.objects.get(pk=make_evaluator(globex)).current)
+    for path in (f"projects/{globex.project.pk}/", f"projects/{acme.project.pk}/runs/{run.pk}/",
+                 f"projects/{globex.project.pk}/runs/{run.pk}/"):
+        assert owner.get(f"/orgs/{acme.org.slug}/{path}").status_code == 404, path
+    for verb in ("revoke", "block", "rotate"):
+        assert owner.post(f"/orgs/{acme.org.slug}/keys/{globex.key.pk}/{verb}/").status_code == 404
+    globex.key.refresh_from_db()
+    assert globex.key.status == "active"
+    page = owner.get(f"/orgs/{acme.org.slug}/keys/").content.decode()
+    assert not any(marker in page for marker in globex.foreign_markers()), "globex in acme's keys page"
+
+
+def test_web_and_session_api_writes_need_the_csrf_token(acme: Tenant) -> None:
+    owner = web_login(acme, "owner", csrf=True)
+    assert owner.post(f"/orgs/{acme.org.slug}/keys/{acme.key.pk}/revoke/").status_code == 403
+    issued = owner.post(f"/api/v1/orgs/{acme.org.slug}/keys/", {"name": "csrf", "team": acme.team.pk,
+                                                                "project": acme.project.pk},
+                        content_type="application/json")
+    assert issued.status_code == 403 and "CSRF" in issued.json()["detail"], issued.content
+    acme.key.refresh_from_db()
+    assert acme.key.status == "active" and not VirtualKey.objects.filter(name="csrf").exists()
