@@ -3,17 +3,33 @@ to authorize, route, limit and budget a request, and LiteLLM's model list."""
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch
 
 from gateway.models import KeyGraceHash, ModelRoute, RouteDeployment, VirtualKey
+from gateway.plugin import sealed
+from gateway.plugin.secretrefs import find_secret_reference
 from gateway.providers import litellm_params
 from portal import crypto
 from portal.models import BudgetFields, Organization, Project, Team
 
 MILLION = Decimal(1_000_000)
+log = logging.getLogger("portal.gateway")
+
+
+@lru_cache(maxsize=4)
+def _sealer(keys: tuple[str, ...]) -> sealed.Sealer:
+    return sealed.Sealer(keys)
+
+
+def seal(value: str, field: str) -> str:
+    """A secret as the proxies receive it: sealed with GATEWAY_SEALING_KEY."""
+    return _sealer(tuple(settings.GATEWAY_SEALING_KEYS)).seal(value, field)
 
 
 def _money(value: Decimal | None) -> float | None:
@@ -77,10 +93,34 @@ def project_langfuse(project: Project) -> dict[str, str] | None:
     conn = getattr(project, "langfuse_connection", None)
     if conn is None or not conn.enabled:
         return None
-    return {"host": conn.host, "public_key": conn.public_key, "secret_key": conn.secret_key()}
+    target = {"host": conn.host, "public_key": conn.public_key, "secret_key": conn.secret_key()}
+    where = find_secret_reference(target)
+    if where is not None:
+        log.error("gateway: the Langfuse connection of project %s holds a secret reference in %s; "
+                  "its traces are not sent", project.pk, where)
+        return None
+    return {**target, "secret_key": seal(target["secret_key"], "langfuse_secret_key")}
 
 
 def _deployment_entry(route: ModelRoute, dep: RouteDeployment, group: str) -> dict[str, Any]:
+    """The deployment's entry in LiteLLM's model list, its secrets sealed. A
+    deployment with a secret reference in it (validation refuses them, but an old
+    or hand-edited row may hold one) is replaced by one that answers a clear
+    error, and logged without the value."""
+    entry = _plain_entry(route, dep, group)
+    where = find_secret_reference(entry)
+    if where is not None:
+        log.error("gateway: deployment %s of route %s holds a secret reference in %s; it is disabled",
+                  dep.pk, group, where)
+        return sealed.unavailable_entry(group, f"dep-{dep.pk}", "reference")
+    params = entry["litellm_params"]
+    for field in sealed.SECRET_PARAMS & params.keys():
+        if isinstance(params[field], str) and params[field] not in sealed.PLACEHOLDERS:
+            params[field] = seal(params[field], field)
+    return entry
+
+
+def _plain_entry(route: ModelRoute, dep: RouteDeployment, group: str) -> dict[str, Any]:
     cred = dep.credential
     params = litellm_params(cred.provider if cred else None, dep.model, cred.settings if cred else {},
                             crypto.decrypt_json(cred.secrets_encrypted) if cred else {}, dep.litellm_params)

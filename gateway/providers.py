@@ -3,10 +3,14 @@ parameters. Kept free of Django models so the config renderer can use it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
+
+from gateway.plugin.secretrefs import find_secret_reference, is_secret_reference
+from portal import secretrefs
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ def _check_str_map(value: Any, field: str, allowed: tuple[str, ...]) -> dict[str
             errors[k] = f"Unknown field; this provider takes {', '.join(allowed) or 'none'}."
         elif v is not None and (not isinstance(v, str) or len(v) > MAX_VALUE_LENGTH or "\x00" in v):
             errors[k] = f"Expected a string of at most {MAX_VALUE_LENGTH} characters."
+        elif v is not None and is_secret_reference(v):
+            errors[k] = secretrefs.MESSAGE
     if errors:
         raise ValidationError({field: [f"{k}: {m}" for k, m in errors.items()]})
     return value
@@ -107,7 +113,31 @@ def merge_secrets(provider: str, current: dict[str, str], update: Any) -> dict[s
     missing = [k for k in spec.required_secrets if not merged.get(k)]
     if missing:
         raise ValidationError({"secrets": [f"{k}: This secret is required for {provider}." for k in missing]})
+    if isinstance(update.get("vertex_credentials"), str):
+        _check_vertex_credentials(update["vertex_credentials"])
     return merged
+
+
+# Google credential types that carry the credential itself. The others make LiteLLM's
+# google-auth read a file or call a URL of the JSON's choosing (external_account's
+# credential_source, impersonation chains) on the gateway's host.
+VERTEX_CREDENTIAL_TYPES = ("service_account", "authorized_user")
+
+
+def _check_vertex_credentials(value: str) -> None:
+    """LiteLLM takes a vertex_credentials string that names an existing file as
+    that file's path: only the JSON key itself is accepted."""
+    message = ('vertex_credentials: Paste the JSON key itself: an object whose "type" is '
+               f'{" or ".join(VERTEX_CREDENTIAL_TYPES)}.')
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ValidationError({"secrets": [message]}) from None
+    if not isinstance(parsed, dict) or parsed.get("type") not in VERTEX_CREDENTIAL_TYPES:
+        raise ValidationError({"secrets": [message]})
+    error = secretrefs.secret_reference_error(parsed, "vertex_credentials")
+    if error:
+        raise ValidationError({"secrets": [error]})
 
 
 def validate_deployment_params(value: Any) -> dict[str, Any]:
@@ -124,9 +154,20 @@ def validate_deployment_params(value: Any) -> dict[str, Any]:
             errors.append(f"{k}: At most {MAX_VALUE_LENGTH} characters, no NUL.")
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and not (0 <= v <= 1e9):
             errors.append(f"{k}: Out of range.")
+        elif isinstance(v, dict) and not all(isinstance(n, str) and isinstance(h, str) for n, h in v.items()):
+            errors.append(f"{k}: Expected an object of strings (header names and values).")
+        elif (error := secretrefs.secret_reference_error(v, k)) is not None:
+            errors.append(error)
     if errors:
         raise ValidationError({"litellm_params": errors})
     return value
+
+
+def validate_deployment_model(model: Any, position: int) -> str:
+    """A deployment's provider model id; LiteLLM must not take it for a reference."""
+    if not isinstance(model, str) or find_secret_reference(model) is not None:
+        raise ValidationError({"deployments": [f"[{position}] model: {secretrefs.MESSAGE}"]})
+    return model
 
 
 def litellm_params(provider: str | None, model: str, settings: dict[str, str], secrets: dict[str, str],

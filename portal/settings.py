@@ -6,6 +6,8 @@ the demo, the tests and production: they differ only in their environment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Any
@@ -192,6 +194,14 @@ if GATEWAY_MODE not in ("managed", "litellm-admin"):
     raise ImproperlyConfigured("GATEWAY_MODE must be 'managed' or 'litellm-admin'")
 LITELLM_ADMIN_URL = env.str("LITELLM_ADMIN_URL", default="http://127.0.0.1:4000").rstrip("/")
 LITELLM_MASTER_KEY = env.str("LITELLM_MASTER_KEY", default="")
+# Seals provider secrets and Langfuse secret keys in the gateway's Redis documents; only the
+# portal and the proxies hold it (gateway/plugin/sealed.py). Comma separated: the first seals,
+# all unseal. Default: derived from DJANGO_SECRET_KEY (`manage.py gateway` hands it to the
+# proxy); set it when the proxies are started otherwise (docker-compose.yml).
+GATEWAY_SEALING_KEYS = env.list("GATEWAY_SEALING_KEY", default=[]) or [
+    hmac.new(SECRET_KEY.encode(), b"llmops-portal gateway sealing key", hashlib.sha256).hexdigest()]
+if any(len(k) < 32 for k in GATEWAY_SEALING_KEYS):
+    raise ImproperlyConfigured("GATEWAY_SEALING_KEY: every key needs at least 32 characters; see .env.example")
 
 # Seconds the portal waits for one answer from Langfuse (it retries 429, 5xx and timeouts).
 LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)

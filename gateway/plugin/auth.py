@@ -201,12 +201,31 @@ def trace_context(request: Request) -> str:
 
 
 def langfuse_logging(project: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The project's Langfuse target for this request, its secret key unsealed
+    in memory. A target this proxy cannot unseal, or with a secret reference in
+    it, is not used (the request is served; its trace is not sent), and logged."""
+    from gateway.plugin import sealed
+    from gateway.plugin.secretrefs import find_secret_reference
+
     target = (project or {}).get("langfuse")
     if not target:
         return []
+    where = find_secret_reference(target)
+    if where is not None:
+        sealed.log.error("gateway: a project's Langfuse target holds a secret reference in %s; not used", where)
+        return []
+    secret = target["secret_key"]
+    if sealed.is_sealed(secret):
+        sealer, _ = sealed.proxy_sealer()
+        try:
+            secret = sealer.unseal(secret, "langfuse_secret_key")
+        except sealed.SealingError as exc:
+            sealed.log.error("gateway: a project's Langfuse secret key cannot be unsealed (%s); its traces are "
+                             "not sent until the proxy has the portal's GATEWAY_SEALING_KEY", exc)
+            return []
     return [{"callback_name": "langfuse_otel", "callback_type": "success_and_failure",
              "callback_vars": {"langfuse_public_key": target["public_key"],
-                               "langfuse_secret_key": target["secret_key"],
+                               "langfuse_secret_key": secret,
                                "langfuse_host": target["host"]}}]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from gateway.plugin import contract
+from gateway.plugin import contract, sealed
 
 log = logging.getLogger("portal.gateway")
 
@@ -229,11 +229,19 @@ def retry_policy(retries: int) -> dict[str, int]:
 
 
 def apply_model_list(doc: dict[str, Any]) -> None:
+    """Hand LiteLLM the portal's model list, its secrets unsealed in memory
+    (gateway/plugin/sealed.py); no deployment with a secret reference in it is
+    applied as it is, nor one this proxy cannot unseal: those answer a clear 503."""
     import litellm
     from litellm.proxy import proxy_server
     from litellm.types.router import RetryPolicy
 
-    model_list = doc.get("model_list", [])
+    sealer, problem = sealed.proxy_sealer()
+    if problem is not None:
+        log.error("gateway: %s: deployments with a provider secret answer 503 until the proxy is restarted "
+                  "with the portal's GATEWAY_SEALING_KEY", problem)
+    sealed.register_unavailable_provider()
+    model_list = [sealed.unseal_entry(entry, sealer) for entry in doc.get("model_list", [])]
     policies = {group: RetryPolicy(**retry_policy(n)) for group, n in doc.get("retries", {}).items()}
     router = proxy_server.llm_router
     if router is None:

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from gateway import changes, providers
 from gateway.models import KeyStatus, ModelRoute, RouteDeployment, RouteFallback
-from portal import audit
+from portal import audit, secretrefs
 from portal.access import Actor
 from portal.models import OrgRole
 
@@ -37,6 +37,7 @@ def _set_deployments(route: ModelRoute, deployments: list[dict[str, Any]]) -> No
     route.deployments.all().delete()
     for position, d in enumerate(deployments):
         params = providers.validate_deployment_params(d.get("litellm_params") or {})
+        providers.validate_deployment_model(d["model"], position)
         credential = d.get("credential")
         if credential is None and "mock_response" not in params:
             raise ValidationError({"deployments": [f"[{position}] Needs a credential (or a mock_response)."]})
@@ -63,6 +64,7 @@ def _apply(route: ModelRoute, data: dict[str, Any]) -> None:
         if name in data:
             setattr(route, name, data[name])
     route.full_clean(validate_unique=False, validate_constraints=False)
+    secretrefs.refuse_secret_references(route.name, "name")  # the model group LiteLLM sees
     if ModelRoute.objects.filter(organization=route.organization, name=route.name).exclude(pk=route.pk).exists():
         raise ValidationError({"name": "A route with this name already exists."})
     route.save()

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from gateway import sync
 from gateway.models import SyncOutbox
 from gateway.plugin import contract
+from gateway.plugin.sealed import Sealer
 from tests.factories import Tenant
 
 
@@ -79,7 +80,10 @@ def test_routes_become_one_model_list_with_org_qualified_groups(acme: Tenant, gl
     assert groups == ["acme/chat", "acme/gpt", "globex/chat"]
     gpt = next(m for m in models["model_list"] if m["model_name"] == "acme/gpt")
     assert gpt["litellm_params"]["model"] == "openai/gpt-4o"
-    assert gpt["litellm_params"]["api_key"] == "sk-provider-secret-value"  # decrypted for the gateway only
+    # sealed for the gateway only: no plaintext secret in Redis
+    assert "sk-provider-secret-value" not in r.get(contract.MODELS)
+    assert Sealer(settings.GATEWAY_SEALING_KEYS).unseal(gpt["litellm_params"]["api_key"], "api_key") \
+        == "sk-provider-secret-value"
     assert gpt["litellm_params"]["input_cost_per_token"] == pytest.approx(2e-6)
     assert gpt["litellm_params"]["order"] == 1
     assert {"acme/gpt": ["acme/chat"]} in models["fallbacks"] and models["retries"]["acme/gpt"] == 2

@@ -1,10 +1,11 @@
 """python manage.py gateway [--port 4000] [--render-only PATH]
 
-Renders the LiteLLM proxy config from the portal's routes (model list,
-fallbacks, retries, the plugin) and starts the stock `litellm` proxy with it.
-Provider secrets are not written to the file: the config names environment
-variables, which are given to the proxy process only. Route changes made
-later reach the running proxy through Redis, without a restart."""
+Renders the LiteLLM proxy config (the plugin, no models) and starts the stock
+`litellm` proxy with it. The plugin loads the portal's model list from Redis on
+the first request and follows every change, without a restart; the provider
+secrets in it are sealed with GATEWAY_SEALING_KEY, which only the portal and
+the proxy hold. The proxy's environment holds its own settings only: never a
+tenant's secret, nor the portal's."""
 
 from __future__ import annotations
 
@@ -20,27 +21,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from gateway import documents, sync
-
-SECRET_FIELDS = ("api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
+from gateway import sync
 
 
-def render(env: dict[str, str]) -> dict[str, Any]:
-    """The LiteLLM config; secrets go into `env` as PORTAL_SECRET_<n>."""
-    doc = documents.models_document()
-    model_list = []
-    for n, entry in enumerate(doc["model_list"]):
-        params = dict(entry["litellm_params"])
-        for field in SECRET_FIELDS:
-            if field in params and params[field] not in ("mock", "none"):
-                name = f"PORTAL_SECRET_{n}_{field.upper()}"
-                env[name] = str(params[field])
-                params[field] = f"os.environ/{name}"
-        model_list.append({**entry, "litellm_params": params})
+def render() -> dict[str, Any]:
+    """The LiteLLM config: no deployments (and so no secret) in it."""
     return {
-        "model_list": model_list,
-        "router_settings": {"fallbacks": doc["fallbacks"],
-                            "model_group_retry_policy": {g: retry(n) for g, n in doc["retries"].items()}},
+        "model_list": [],
         "general_settings": {
             "master_key": "os.environ/LITELLM_MASTER_KEY",
             "custom_auth": "gateway.plugin.auth.user_api_key_auth",
@@ -56,14 +43,8 @@ def render(env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def retry(n: int) -> dict[str, int]:
-    from gateway.plugin.state import retry_policy
-
-    return retry_policy(n)
-
-
 class Command(BaseCommand):
-    help = "Render the LiteLLM config from the portal's routes and start the LiteLLM proxy with the plugin."
+    help = "Render the LiteLLM config and start the LiteLLM proxy with the plugin (it loads the routes from Redis)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -76,8 +57,7 @@ class Command(BaseCommand):
                **options: Any) -> None:
         if settings.GATEWAY_MODE != "managed":
             raise CommandError("GATEWAY_MODE is litellm-admin: run LiteLLM with its own database instead.")
-        env: dict[str, str] = {}
-        config = render(env)
+        config = render()
         directory = Path(config_dir)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "litellm-config.yaml"
@@ -90,20 +70,21 @@ class Command(BaseCommand):
         if litellm is None:
             raise CommandError("The litellm proxy is not installed (pip install 'litellm[proxy]').")
         proxy_env = {
-            **os.environ, **env,
+            **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.BASE_DIR), os.environ.get("PYTHONPATH")])),
             "PORTAL_GATEWAY_REDIS_URL": settings.REDIS_URL,
             "LITELLM_MASTER_KEY": settings.LITELLM_MASTER_KEY or "sk-" + secrets.token_urlsafe(32),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", "the portal"),
+            "GATEWAY_SEALING_KEY": ",".join(settings.GATEWAY_SEALING_KEYS),
         }
         # The proxy needs none of the portal's own secrets. And no REDIS_*: LiteLLM would use that
         # Redis for its own caches on every request; the plugin reads PORTAL_GATEWAY_REDIS_URL.
         for name in ("DJANGO_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL",
-                     "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
+                     "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "EMAIL_URL"):
             proxy_env.pop(name, None)
         argv = [litellm, "--config", str(path), "--host", host, "--port", str(port), "--num_workers", str(workers)]
-        self.stdout.write(f"Starting LiteLLM on http://{host}:{port} with {len(config['model_list'])} deployment(s)")
+        self.stdout.write(f"Starting LiteLLM on http://{host}:{port}; the plugin loads the routes from Redis")
         self.stdout.flush()
         connections.close_all()  # the proxy must not inherit a database session
         os.execve(litellm, argv, proxy_env)
