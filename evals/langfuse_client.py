@@ -4,8 +4,10 @@ Timeouts on every call; bounded retries with exponential backoff on 429 and
 5xx, honouring `Retry-After`; errors that retrying cannot fix are raised as
 `LangfuseError(permanent=True)`. The host is a tenant's: every request goes
 through the outbound URL policy (`portal.outbound.PolicyTransport`), redirects
-are not followed, and errors never carry the far side's answer (only its
-status), so the client cannot be used to read an internal service. The API generation is chosen from the
+are not followed, and errors carry the far side's status, not its answer (but
+for one short line of Langfuse's reason for a refused body, from a server that
+answered the health check as Langfuse), so the client cannot be used to read an
+internal service. The API generation is chosen from the
 server's version (`GET /api/public/health`): Langfuse v4 reads observations
 through `/api/public/v2/observations` and scores through `/api/public/v3/scores`;
 v3 servers read traces through `/api/public/traces`."""
@@ -115,8 +117,9 @@ class LangfuseClient:
         return min(self.backoff * 2 ** attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
     def _error(self, response: httpx.Response) -> LangfuseError:
-        """What failed, by status only: the far side's text is never repeated
-        (the host is a tenant's, and its answer could be an internal page)."""
+        """What failed, by status: the far side's text is not repeated (the
+        host is a tenant's, and its answer could be an internal page), except
+        Langfuse's own reason for refusing a request body (`_langfuse_message`)."""
         status = response.status_code
         if 300 <= status < 400:
             return LangfuseError(f"Langfuse at {self.host} answered with a redirect ({status}); enter the address "
@@ -130,7 +133,31 @@ class LangfuseClient:
         if status == 404:
             return LangfuseError(f"Not found in Langfuse (404): {response.request.method} {response.request.url.path}",
                                  status=status, permanent=True)
-        return LangfuseError(f"Langfuse answered {status}.", status=status, permanent=status not in RETRY_STATUSES)
+        hint = self._langfuse_message(response) if status in (400, 409, 422) else None
+        return LangfuseError(f"Langfuse answered {status}" + (f": {hint}" if hint else "."), status=status,
+                             permanent=status not in RETRY_STATUSES)
+
+    def _langfuse_message(self, response: httpx.Response) -> str | None:
+        """The reason Langfuse gives for refusing a request body (a dataset item of
+        another dataset, a bad score value), which the user needs to fix it. Only
+        from a server that answered the health check as Langfuse does, only its
+        JSON `message`, one short line."""
+        if self._server is None and not response.request.url.path.endswith("/api/public/health"):
+            try:
+                self.server()
+            except LangfuseError:
+                return None
+        if self._server is None:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            return None
+        line = "".join(c for c in message if c.isprintable()).strip()
+        return line[:200] or None
 
     # Server ------------------------------------------------------------
 
