@@ -8,7 +8,12 @@ OpenAI-style error that says what happened and what to do; then it reserves
 the request's estimated cost against every budget (key, project, team,
 organization) and hands LiteLLM the key's limits, its model aliases (public
 route name -> the organization's own model group) and the project's Langfuse
-target."""
+target.
+
+The body it reads was checked by the guard (`guard`, `requests`) before
+LiteLLM parsed it. A fault of the gateway's own state store (any Redis error)
+answers 503 with Retry-After, and a reservation made for a request that is
+then refused is given back at once."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
-import json
+import logging
 import math
 import os
 import secrets
@@ -28,14 +33,13 @@ import redis
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
-from gateway.plugin import contract
+from gateway.plugin import contract, guard, requests
 from gateway.plugin.state import GatewayState, get_state
 
-LLM_ROUTES = frozenset({
-    "/chat/completions", "/v1/chat/completions", "/completions", "/v1/completions", "/embeddings",
-    "/v1/embeddings", "/responses", "/v1/responses", "/messages", "/v1/messages",
-})
-INFO_ROUTES = frozenset({"/models", "/v1/models", "/model/info", "/v1/model/info"})
+log = logging.getLogger("portal.gateway")
+
+LLM_ROUTES = frozenset(requests.ROUTES)
+INFO_ROUTES = guard.INFO_ROUTES
 SCOPES = ("key", "project", "team", "org")
 HOLD_TTL_MS = int(os.environ.get("PORTAL_GATEWAY_HOLD_TTL", "900")) * 1000
 DEFAULT_COMPLETION_TOKENS = int(os.environ.get("PORTAL_GATEWAY_COMPLETION_ESTIMATE", "256"))
@@ -102,18 +106,19 @@ def check_status(pointer: dict[str, Any], key: dict[str, Any], now: float) -> No
 
 
 async def read_body(request: Request) -> tuple[dict[str, Any], int]:
-    """The JSON body (or {}) and its size in bytes. LiteLLM parsed the body
-    before calling custom auth and keeps it on the request: use that, since
-    a coding agent's prompts run to hundreds of kilobytes."""
+    """The JSON body and its size in bytes: the body the guard checked and
+    handed on. LiteLLM parsed it before calling custom auth and keeps it on
+    the request: use that, since a coding agent's prompts run to hundreds of
+    kilobytes. A body that is not what the guard passes is refused here too."""
     raw = await request.body()
     cached = request.scope.get("parsed_body")
     if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[1], dict):
         return cached[1], len(raw)
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return {}, len(raw)
-    return (body if isinstance(body, dict) else {}), len(raw)
+        body = requests.parse(raw, request.headers.get("content-type", ""))
+    except requests.Refusal as refusal:
+        raise fail(refusal.status, refusal.message, refusal.kind, refusal.code) from None
+    return body, len(raw)
 
 
 def check_model(model: str | None, routes: dict[str, str], org: dict[str, Any]) -> None:
@@ -238,19 +243,27 @@ def admin_auth(api_key: str) -> UserAPIKeyAuth | None:
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     st = get_state()
-    st.start(asyncio.get_running_loop())
+    if st.start(asyncio.get_running_loop()):
+        from gateway.plugin.callbacks import portal_callbacks
+
+        portal_callbacks.resume()
     try:
         return await _authenticate(st, request, api_key)
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        raise fail(503, "The gateway cannot reach its state store right now; retry in a few seconds.",
+    except (redis.RedisError, OSError) as exc:
+        # Unreachable, out of memory, read-only, a script error...: the gateway's fault, never the caller's.
+        log.warning("gateway: state store error in auth: %s", type(exc).__name__)
+        raise fail(503, "The gateway cannot use its state store right now; retry in a few seconds.",
                    "service_unavailable", "gateway_unavailable", {"Retry-After": "2"}) from None
 
 
 async def _authenticate(st: GatewayState, request: Request, api_key: str) -> UserAPIKeyAuth:
     if st.models_version < 0:
         await st.reload_models()
+    path = request.url.path.rstrip("/")
     admin = admin_auth(api_key or "")
     if admin is not None:
+        if path in LLM_ROUTES:
+            raise fail(403, guard.master_refused().message, "permission_error", "master_key_not_allowed")
         return admin
     if not api_key:
         raise unauthorized("No API key. Send 'Authorization: Bearer sk-...' with a key from the portal.")
@@ -259,7 +272,6 @@ async def _authenticate(st: GatewayState, request: Request, api_key: str) -> Use
     now = time.time()
     check_status(pointer, key, now)
     routes = allowed_routes(key, org)
-    path = request.url.path.rstrip("/")
     portal: dict[str, Any] = {"key_id": key["id"], "key_hash": sha, "org": key["org"], "team": key["team"],
                               "project": key["project"], "owner": key["owner"]}
     metadata: dict[str, Any] = {"portal": portal}
@@ -270,13 +282,20 @@ async def _authenticate(st: GatewayState, request: Request, api_key: str) -> Use
         assert model is not None
         request_id = uuid.uuid4().hex
         scopes = await reserve(st, body, size, key, org, routes[model], request_id)
-        project = await st.doc(contract.project_doc(key["project"]))
         portal.update(reservation=request_id, route=model, group=routes[model], started=now,
-                      trace_id=trace_context(request),
                       scopes=[[s["scope"], s["id"], s["period_label"], s["budget"]["soft"], s["budget"]["period"]]
                               for s in scopes])
-        if logging_targets := langfuse_logging(project):
-            metadata["logging"] = logging_targets
+        try:
+            project = await st.doc(contract.project_doc(key["project"]))
+            portal["trace_id"] = trace_context(request)
+            if logging_targets := langfuse_logging(project):
+                metadata["logging"] = logging_targets
+        except BaseException:
+            from gateway.plugin.callbacks import release
+
+            await asyncio.shield(release(portal))
+            raise
+        request.scope[guard.RESERVATION] = portal  # the guard hands it to the watch when the request ends
     elif path not in INFO_ROUTES:
         raise fail(403, "Portal keys can call chat/completions, completions, embeddings, responses, messages, "
                         "models and model/info.", "permission_error", "route_not_allowed")
@@ -292,6 +311,7 @@ def _install_routes() -> None:
     from gateway.plugin import routes
 
     routes.install()
+    guard.install()
 
 
 _install_routes()

@@ -2,11 +2,20 @@
 gateway.plugin.callbacks.portal_callbacks`).
 
 When a request ends, its reservation is released, its real cost is added to
-the spend counters of key, project, team and organization (per budget
-period), and a usage event is appended to the Redis stream the portal
-consumes - all in one Lua script, so that counters and events agree. If
-Redis is unreachable at that moment the settlement is kept in memory and
-retried, so no usage is lost."""
+the spend counters of key, project, team and organization (every period),
+and a usage event is appended to the Redis stream the portal consumes - all
+in one Lua script, once per request, so that counters and events agree.
+
+Every served request settles:
+- `no-log` and LiteLLM's other logging switches are refused in the body
+  (`requests`) and, besides, LiteLLM is told to run callbacks whatever a
+  request says;
+- a request that ends without a callback (a client that hangs up mid-stream,
+  an error LiteLLM does not report) is settled as an error by the watch,
+  `SETTLE_GRACE` seconds after its response ended;
+- when Redis cannot take a settlement (unreachable, out of memory, read-only)
+  it goes to a spool on disk (`spool.Spool`), replayed when Redis is back,
+  also after a restart."""
 
 from __future__ import annotations
 
@@ -14,17 +23,27 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import time
+from collections import OrderedDict
 from typing import Any
 
+import litellm
 import redis
 from litellm.integrations.custom_logger import CustomLogger
 
 from gateway.plugin import contract
+from gateway.plugin.spool import Spool
 from gateway.plugin.state import get_state
 
 log = logging.getLogger("portal.gateway")
-MAX_PENDING = 100_000
+SETTLE_GRACE = float(os.environ.get("PORTAL_GATEWAY_SETTLE_GRACE", "20"))
+HOLD_TTL_MS = int(os.environ.get("PORTAL_GATEWAY_HOLD_TTL", "900")) * 1000
+RECENT = 50_000  # settled reservations remembered in memory, so that the watch skips them
+
+# `no-log: true` in a body skips every callback whose class name lacks `_PROXY_` (the body policy
+# refuses the field; this is for any path that sets it anyway).
+litellm.global_disable_no_log_param = True
 
 
 def portal_metadata(kwargs: dict[str, Any]) -> dict[str, Any] | None:
@@ -38,25 +57,40 @@ def portal_metadata(kwargs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def settle_args(portal: dict[str, Any], cost_nano: int, tokens: int, completion: int,
-                event: dict[str, Any]) -> tuple[list[str], list[Any]]:
-    now = dt.datetime.now(dt.UTC)
+                event: dict[str, Any], now: dt.datetime | None = None) -> tuple[list[str], list[Any]]:
+    now = now or dt.datetime.now(dt.UTC)
     keys = [contract.rate_keys(portal["key_id"], int(now.timestamp() // 60))[1], contract.USAGE_STREAM,
-            contract.ALERTS_STREAM, contract.estimate_key(portal["group"])]
-    args: list[Any] = [portal["reservation"], cost_nano, tokens, completion, len(portal["scopes"]),
-                       json.dumps(event)]
-    for scope, ident, label, soft, period in portal["scopes"]:
-        keys += contract.budget_keys(scope, ident, label)
+            contract.ALERTS_STREAM, contract.estimate_key(portal["group"]), contract.settled_key(portal["reservation"])]
+    expiries = []
+    for period in contract.PERIODS[:3]:
         end = contract.period_end(period, now)
-        args += [-1 if soft is None else round(soft * contract.NANO),
-                 int(end.timestamp()) + 7 * 86400 if end else 0, scope, ident, label]
+        assert end is not None
+        expiries.append(int(end.timestamp()) + 7 * 86400)
+    args: list[Any] = [portal["reservation"], cost_nano, tokens, completion, len(portal["scopes"]),
+                       json.dumps(event), 2 * HOLD_TTL_MS, *expiries]
+    for scope, ident, label, soft, period in portal["scopes"]:
+        keys += contract.budget_keys(scope, ident, label)[1:]
+        keys += [contract.spend_key(scope, ident, contract.period_start(p, now)) for p in contract.PERIODS]
+        which = contract.PERIODS.index(period) + 1 if period in contract.PERIODS else 4
+        args += [-1 if soft is None else round(soft * contract.NANO), scope, ident, label, which]
     return keys, args
+
+
+def release_keys(portal: dict[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for scope, ident, label, _soft, _period in portal["scopes"]:
+        keys += contract.budget_keys(scope, ident, label)[1:]
+    return keys
 
 
 class PortalCallbacks(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
-        self.pending: list[tuple[list, list]] = []
-        self._retrying = False
+        self.spool = Spool()
+        self._replaying = False
+        self.recent: OrderedDict[str, None] = OrderedDict()  # reservations settled by this process
+        self.watched: dict[str, tuple[float, dict[str, Any]]] = {}  # ended, not settled: (when, portal)
+        self._watching = False
 
     async def async_log_success_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
@@ -68,7 +102,8 @@ class PortalCallbacks(CustomLogger):
         prompt, completion = int(slo.get("prompt_tokens") or 0), int(slo.get("completion_tokens") or 0)
         cost = float(kwargs.get("response_cost") or slo.get("response_cost") or 0.0)
         latency = (end_time - start_time).total_seconds() * 1000 if start_time and end_time else 0.0
-        event = self.event(portal, kwargs.get("litellm_call_id") or portal["reservation"], "success", 200, "",
+        # Named by the gateway's reservation, never by LiteLLM's call id (a client may choose that one).
+        event = self.event(portal, portal["reservation"], "success", 200, "",
                            prompt, completion, cost, latency,
                            deployment=(meta.get("model_info") or {}).get("id") or slo.get("model_id") or "",
                            provider_model=str(kwargs.get("model") or ""))
@@ -84,12 +119,14 @@ class PortalCallbacks(CustomLogger):
             status = int(status)
         except (TypeError, ValueError):
             status = 500
-        latency = (time.time() - portal["started"]) * 1000
-        request_id = request_data.get("litellm_call_id") or portal["reservation"]
-        event = self.event(portal, request_id, "error", status, type(original_exception).__name__, 0, 0, 0.0,
-                           latency, deployment="", provider_model="")
-        await self.settle(portal, 0.0, 0, -1, event)
+        await self.settle_error(portal, portal["reservation"], status, type(original_exception).__name__)
         return None
+
+    async def settle_error(self, portal: dict[str, Any], request_id: str, status: int, error_class: str) -> None:
+        latency = (time.time() - portal["started"]) * 1000
+        event = self.event(portal, request_id, "error", status, error_class, 0, 0, 0.0, latency, deployment="",
+                           provider_model="")
+        await self.settle(portal, 0.0, 0, -1, event)
 
     @staticmethod
     def event(portal: dict[str, Any], request_id: str, status: str, status_code: int, error_class: str,
@@ -104,35 +141,91 @@ class PortalCallbacks(CustomLogger):
             "status_code": status_code, "error_class": error_class, "trace_id": portal.get("trace_id", ""),
         }
 
+    # Settling, durably ----------------------------------------------------------------------
+
     async def settle(self, portal: dict[str, Any], cost: float, tokens: int, completion: int,
                      event: dict[str, Any]) -> None:
+        self._remember(portal["reservation"])
         keys, args = settle_args(portal, round(cost * contract.NANO), tokens, completion, event)
+        if self.spool.pending():
+            self.spool.put(keys, args)  # keep the order: older settlements first
+            self._start_replay()
+            return
         try:
             await get_state().run(contract.SETTLE, keys, args)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            if len(self.pending) < MAX_PENDING:
-                self.pending.append((keys, args))
-            log.warning("gateway: Redis unreachable, %d settlement(s) kept to retry", len(self.pending))
-            if not self._retrying:
-                self._retrying = True
-                asyncio.get_running_loop().create_task(self._retry_pending())
+        except (redis.RedisError, OSError) as exc:
+            self.spool.put(keys, args)
+            log.warning("gateway: Redis cannot take settlements (%s); %d kept in the spool to replay",
+                        type(exc).__name__, self.spool.pending())
+            self._start_replay()
 
-    async def _retry_pending(self) -> None:
+    def _start_replay(self) -> None:
+        if not self._replaying:
+            self._replaying = True
+            asyncio.get_running_loop().create_task(self._replay())
+
+    async def _replay(self) -> None:
         delay = 0.2
         try:
-            while self.pending:
-                await asyncio.sleep(delay)
-                keys, args = self.pending[0]
-                try:
-                    await get_state().run(contract.SETTLE, keys, args)
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    delay = min(delay * 2, 5.0)
+            while self.spool.pending():
+                batch = self.spool.oldest(100)
+                for row_id, keys, args in batch:
+                    try:
+                        await get_state().run(contract.SETTLE, keys, args)
+                    except (redis.RedisError, OSError):
+                        break
+                    self.spool.done(row_id)
+                else:
+                    delay = 0.05
                     continue
-                self.pending.pop(0)
-                delay = 0.05
-            log.info("gateway: pending settlements delivered")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            log.info("gateway: spooled settlements delivered")
         finally:
-            self._retrying = False
+            self._replaying = False
+
+    def resume(self) -> None:
+        """Replay what an earlier run of this proxy spooled (called on the first request)."""
+        if self.spool.pending():
+            self._start_replay()
+
+    # Requests that end without a callback ------------------------------------------------------
+
+    def _remember(self, reservation: str) -> None:
+        self.watched.pop(reservation, None)
+        self.recent[reservation] = None
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+
+    def request_ended(self, portal: dict[str, Any]) -> None:
+        """Called when a request's response is over (or the client left): if no callback settles it
+        within SETTLE_GRACE seconds, the watch does, as an error."""
+        reservation = portal.get("reservation")
+        if not reservation or reservation in self.recent:
+            return
+        self.watched[reservation] = (time.monotonic(), portal)
+        if not self._watching:
+            self._watching = True
+            asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        try:
+            while self.watched:
+                await asyncio.sleep(min(SETTLE_GRACE, 1.0))
+                due = time.monotonic() - SETTLE_GRACE
+                for reservation, (ended, portal) in list(self.watched.items()):
+                    if ended <= due and reservation in self.watched:
+                        await self.settle_error(portal, reservation, 499, "NotSettled")
+        finally:
+            self._watching = False
+
+
+async def release(portal: dict[str, Any]) -> None:
+    """Give back a reservation of a request that was refused after it was made."""
+    try:
+        await get_state().run(contract.RELEASE, release_keys(portal), [portal["reservation"]])
+    except (redis.RedisError, OSError) as exc:
+        log.warning("gateway: could not release a reservation (%s); it lapses by itself", type(exc).__name__)
 
 
 portal_callbacks = PortalCallbacks()

@@ -13,7 +13,9 @@ Version 1, under a prefix (default `llmp`):
   {p}:v1:version            -> counter; every document carries the "v" it was written with
   {p}:v1:epoch              -> set by the portal's full push (absent: the state is not loaded)
   {p}:v1:events             -> pub/sub channel: {"type": "key"|"org"|"team"|"project"|"models", "id": int}
-  {p}:v1:spend:{scope}:{id}:{period}   -> nano-USD spent, scope in key|project|team|org
+  {p}:v1:spend:{scope}:{id}:{period}   -> nano-USD spent, scope in key|project|team|org; every request
+                                          adds to the counters of all four periods (day, week, month, all)
+  {p}:v1:settled:{reservation}         -> marks a settled request (SETTLE runs once per request)
   {p}:v1:held:{scope}:{id}:{period}    -> nano-USD reserved by requests in flight
   {p}:v1:holds|holdexp:{scope}:{id}:{period} -> each reservation and when it lapses
   {p}:v1:rl:req|tok:{key id}:{minute}  -> requests and tokens of a key in a minute
@@ -181,27 +183,45 @@ end
 return {'ok', tostring(est)}
 """
 
-# Settle after a request. KEYS: rl_tok, usage stream, alerts stream, estimate, then 4 per scope.
-# ARGV: request id, cost (nano), tokens, completion tokens (-1: unknown), n, usage event JSON, then per
-# scope: soft budget (nano, -1 none), expire-at epoch (0 never), scope name, scope id, period.
-# Releases the reservation, adds the real cost, appends the usage event, keeps
-# the group's answer length up to date, and raises one soft-budget alert per
-# scope and period, when spend crosses it.
+PERIODS = ("daily", "weekly", "monthly", "none")  # spend is counted in all of them, whatever a budget's period
+
+
+def settled_key(reservation: str) -> str:
+    """Set by the first settlement of a request, so that a second one (a retry whose answer was lost,
+    a replay from the spool, the watch of unsettled requests) changes nothing."""
+    return f"{BASE}:settled:{reservation}"
+
+
+# Settle after a request. KEYS: rl_tok, usage stream, alerts stream, estimate, settled marker, then 7 per
+# scope: held, holds, holdexp (of the reservation's budget period), spend daily, weekly, monthly, all.
+# ARGV: request id, cost (nano), tokens, completion tokens (-1: unknown), n, usage event JSON, marker ttl
+# (ms), expire-at epoch of the daily, weekly and monthly counters, then per scope: soft budget (nano, -1
+# none), scope name, scope id, budget period label, index (1-4) of the budget's period among the spend keys.
+# Once per request id: releases the reservation, adds the real cost to the counters of every period
+# (so that a budget added or changed mid-period sees the period's spend so far), appends the usage
+# event, keeps the group's answer length up to date, and raises one soft-budget alert per scope and
+# period, when spend crosses it. The marker is the first write, so that a Redis refusing writes
+# (OOM, READONLY) leaves nothing half done.
 SETTLE = """
+if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[7]) then return 0 end
 local req, cost, tokens, completion, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5])
 for i = 0, n - 1 do
-  local spend_k, held_k, holds_k, exp_k = KEYS[5 + i * 4], KEYS[6 + i * 4], KEYS[7 + i * 4], KEYS[8 + i * 4]
-  local e = redis.call('HGET', holds_k, req)
-  if e then redis.call('DECRBY', held_k, e); redis.call('HDEL', holds_k, req); redis.call('ZREM', exp_k, req) end
-  local a = 7 + i * 5
-  local soft, expire_at = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local before = tonumber(redis.call('GET', spend_k) or '0')
-  local after = redis.call('INCRBY', spend_k, cost)
-  if expire_at > 0 then redis.call('EXPIREAT', spend_k, expire_at) end
-  if soft >= 0 and before < soft and after >= soft then
-    redis.call('XADD', KEYS[3], '*', 'scope', ARGV[a + 2], 'id', ARGV[a + 3], 'period', ARGV[a + 4],
-               'spend', tostring(after), 'soft', tostring(soft))
+  local k = 6 + i * 7
+  local e = redis.call('HGET', KEYS[k + 1], req)
+  if e then redis.call('DECRBY', KEYS[k], e); redis.call('HDEL', KEYS[k + 1], req); redis.call('ZREM', KEYS[k + 2], req) end
+  if cost > 0 then
+    local a = 11 + i * 5
+    local soft, which = tonumber(ARGV[a]), tonumber(ARGV[a + 4])
+    for p = 1, 4 do
+      local spend_k = KEYS[k + 2 + p]
+      local after = redis.call('INCRBY', spend_k, cost)
+      if p < 4 and after == cost then redis.call('EXPIREAT', spend_k, ARGV[7 + p]) end
+      if p == which and soft >= 0 and after - cost < soft and after >= soft then
+        redis.call('XADD', KEYS[3], '*', 'scope', ARGV[a + 1], 'id', ARGV[a + 2], 'period', ARGV[a + 3],
+                   'spend', tostring(after), 'soft', tostring(soft))
+      end
+    end
   end
 end
 if tokens > 0 then redis.call('INCRBY', KEYS[1], tokens); redis.call('PEXPIRE', KEYS[1], 61000) end
@@ -210,4 +230,14 @@ if completion >= 0 then
   redis.call('HSET', KEYS[4], 'completion', tostring(avg + 0.2 * (completion - avg)))
 end
 return redis.call('XADD', KEYS[2], '*', 'event', ARGV[6])
+"""
+
+# Release a reservation without settling it (the request failed before it was served): KEYS: 3 per
+# scope (held, holds, holdexp); ARGV: request id.
+RELEASE = """
+for i = 1, #KEYS, 3 do
+  local e = redis.call('HGET', KEYS[i + 1], ARGV[1])
+  if e then redis.call('DECRBY', KEYS[i], e); redis.call('HDEL', KEYS[i + 1], ARGV[1]); redis.call('ZREM', KEYS[i + 2], ARGV[1]) end
+end
+return 1
 """

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import redis
@@ -24,6 +25,10 @@ from gateway.plugin import contract, sealed
 log = logging.getLogger("portal.gateway")
 
 CACHE_TTL = float(os.environ.get("PORTAL_GATEWAY_CACHE_TTL", "60"))
+# Documents that exist, and names that do not (random bearer tokens), are bounded separately, so that
+# a flood of unknown keys can neither grow the proxy's memory nor push the real keys out of the cache.
+CACHE_MAX = int(os.environ.get("PORTAL_GATEWAY_CACHE_MAX", "100000"))
+NEGATIVE_CACHE_MAX = int(os.environ.get("PORTAL_GATEWAY_NEGATIVE_CACHE_MAX", "10000"))
 # A silently dropped connection to Redis is noticed within ~25 s (then everything cached is dropped).
 KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 MISSING = object()
@@ -31,38 +36,60 @@ MISSING = object()
 
 class DocumentCache:
     """Documents by Redis key, each kept at most CACHE_TTL seconds and
-    dropped at once when the portal announces a change.
+    dropped at once when the portal announces a change; at most `max_docs`
+    documents and `max_missing` names without a document, the least recently
+    used going first.
 
     A read that raced with an invalidation is not cached: the generation
     counter moves on every event, and a result is only stored if no event
     arrived while it was being read."""
 
-    def __init__(self) -> None:
-        self._docs: dict[str, tuple[float, Any]] = {}
+    def __init__(self, max_docs: int = CACHE_MAX, max_missing: int = NEGATIVE_CACHE_MAX) -> None:
+        self._docs: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._missing: OrderedDict[str, float] = OrderedDict()
+        self.max_docs, self.max_missing = max_docs, max_missing
         self.generation = 0
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._docs) + len(self._missing)
+
     def get(self, name: str) -> Any:
+        now = time.monotonic()
         hit = self._docs.get(name)
-        if hit is None or hit[0] < time.monotonic():
-            return MISSING
-        return hit[1]
+        if hit is not None and hit[0] >= now:
+            with self._lock:
+                if name in self._docs:
+                    self._docs.move_to_end(name)
+            return hit[1]
+        until = self._missing.get(name)
+        if until is not None and until >= now:
+            return None
+        return MISSING
 
     def put(self, name: str, value: Any, generation: int) -> None:
         with self._lock:
-            if generation == self.generation:
-                self._docs[name] = (time.monotonic() + CACHE_TTL, value)
+            if generation != self.generation:
+                return
+            until = time.monotonic() + CACHE_TTL
+            store: OrderedDict[str, Any] = self._docs if value is not None else self._missing
+            store[name] = (until, value) if value is not None else until
+            store.move_to_end(name)
+            while len(store) > (self.max_docs if value is not None else self.max_missing):
+                store.popitem(last=False)
 
     def drop(self, *names: str) -> None:
         with self._lock:
             self.generation += 1
             for name in names:
                 self._docs.pop(name, None)
+                self._missing.pop(name, None)
 
     def clear(self) -> None:
         with self._lock:
             self.generation += 1
             self._docs.clear()
+            self._missing.clear()
 
 
 class GatewayState:
@@ -113,13 +140,15 @@ class GatewayState:
 
     # Events ------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start listening to the portal's events; True the first time."""
         if self._listener is not None:
-            return
+            return False
         self.loop = loop
         self._models_lock = asyncio.Lock()
         self._listener = threading.Thread(target=self._listen, name="portal-gateway-events", daemon=True)
         self._listener.start()
+        return True
 
     def _listen(self) -> None:
         backoff = 0.1
@@ -139,7 +168,7 @@ class GatewayState:
                         self._handle(message["data"])
                     if self._stop.is_set():
                         break
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
                 log.warning("gateway events: Redis unreachable (%s); retrying", type(exc).__name__)
                 time.sleep(backoff)

@@ -1,0 +1,204 @@
+"""The gateway's front door: an ASGI wrapper around the whole LiteLLM app.
+
+LiteLLM exposes some 600 routes (management, UI, pass-through to providers,
+files, batches, MCP, realtime...), several of which never call custom auth.
+This wrapper decides before any of them runs:
+
+- portal keys (anything but the master key) reach only the LLM routes and
+  /v1/models and /v1/model/info; every other path answers 404, and a
+  websocket is closed;
+- the master key reaches everything except the LLM routes (403): operators
+  and the portal keep LiteLLM's management and health routes, but the master
+  key never answers a tenant's model;
+- an LLM request's body is read (bounded), parsed and held to the route's
+  public API (`requests`), and LiteLLM is handed the checked body, re-encoded;
+  LiteLLM's request-steering headers and query parameters are dropped;
+- when the request is over, a reservation that no callback settled is
+  handed to the settlement watch (`callbacks`), so a client that hangs up or
+  an error LiteLLM never reports cannot hold a budget.
+
+Standard library only (and the plugin's own modules)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gateway.plugin import requests
+
+log = logging.getLogger("portal.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+INFO_ROUTES = frozenset({"/models", "/v1/models", "/model/info", "/v1/model/info"})
+OPEN_ROUTES = frozenset({"/health/liveliness", "/health/liveness"})
+KEY_HEADERS = (b"authorization", b"x-api-key", b"x-litellm-api-key", b"api-key", b"x-goog-api-key")
+KEPT_LITELLM_HEADERS = frozenset({b"x-litellm-api-key"})
+RESERVATION = "portal.reservation"  # set in the ASGI scope by custom auth, read here when the request ends
+LLM_LIST = "chat/completions, completions, embeddings, responses and messages (under /v1), /v1/models and " \
+           "/v1/model/info"
+
+
+def master_key() -> str:
+    return os.environ.get("LITELLM_MASTER_KEY", "")
+
+
+def presented_keys(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    found = []
+    for name, value in headers:
+        if name.lower() in KEY_HEADERS:
+            text = value.decode("latin-1").strip()
+            if text.lower().startswith("bearer "):
+                text = text[7:].strip()
+            found.append(text)
+    return found
+
+
+def is_master(headers: list[tuple[bytes, bytes]]) -> bool:
+    master = master_key()
+    return bool(master) and any(hmac.compare_digest(k.encode("latin-1", "replace"), master.encode("latin-1", "replace"))
+                                for k in presented_keys(headers))
+
+
+def clean_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    """Without LiteLLM's steering headers (timeouts, retries, tags, callbacks, spend metadata...)."""
+    kept = [(n, v) for n, v in headers
+            if n.lower() not in (b"content-length", b"content-type", b"transfer-encoding")
+            and (not n.lower().startswith(b"x-litellm-") or n.lower() in KEPT_LITELLM_HEADERS)]
+    return [*kept, (b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+
+
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    for n, v in headers:
+        if n.lower() == name:
+            return v.decode("latin-1")
+    return ""
+
+
+async def respond(send: Send, refusal: requests.Refusal) -> None:
+    payload = json.dumps(refusal.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers.items()]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def read_body(scope: Scope, receive: Receive) -> bytes:
+    declared = header(scope["headers"], b"content-length")
+    if declared.isdigit() and int(declared) > requests.MAX_BODY_BYTES:
+        raise requests.too_large(int(declared))
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > requests.MAX_BODY_BYTES:
+            raise requests.too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def not_found() -> requests.Refusal:
+    return requests.Refusal(404, f"Not found. With a portal key this gateway serves {LLM_LIST}.",
+                            "route_not_found", kind="not_found_error")
+
+
+def master_refused() -> requests.Refusal:
+    return requests.Refusal(403, "The master key does not answer LLM requests: call models with a key issued in "
+                                 "the portal.", "master_key_not_allowed", kind="permission_error")
+
+
+class Guard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            if is_master(scope.get("headers", [])):
+                await self.app(scope, receive, send)
+            else:
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": 1008})
+        else:
+            await self.app(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        route = path.rstrip("/") or "/"
+        master = is_master(scope.get("headers", []))
+        kind = requests.ROUTES.get(route)
+        if kind is None:
+            if master or route in OPEN_ROUTES or (route in INFO_ROUTES and scope.get("method") in ("GET", "HEAD")):
+                if not master:
+                    scope["query_string"] = b""
+                await self.app(scope, receive, send)
+            elif scope.get("method") == "OPTIONS" and route in INFO_ROUTES:
+                await self.app(scope, receive, send)
+            else:
+                await respond(send, not_found())
+            return
+        if master:
+            await respond(send, master_refused())
+            return
+        if scope.get("method") != "POST":
+            await respond(send, requests.Refusal(405, f"Use POST for {route}.", "method_not_allowed"))
+            return
+        try:
+            raw = await read_body(scope, receive)
+            body = requests.parse(raw, header(scope["headers"], b"content-type"))
+            checked = requests.encode(requests.admit(kind, body))
+        except requests.Refusal as refusal:
+            await respond(send, refusal)
+            return
+        except ConnectionAbortedError:
+            return
+        scope["headers"] = clean_headers(scope["headers"], len(checked))
+        scope["query_string"] = b""
+        scope["path"] = route
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": checked, "more_body": False}
+            return await receive()
+
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            reservation = scope.get(RESERVATION)
+            if reservation is not None:
+                from gateway.plugin.callbacks import portal_callbacks
+
+                portal_callbacks.request_ended(reservation)
+
+
+def install() -> None:
+    """Wrap LiteLLM's app once, whether or not its middleware stack is built yet."""
+    from litellm.proxy.proxy_server import app
+
+    if getattr(app, "_portal_guard", False):
+        return
+    build = app.build_middleware_stack
+
+    def guarded() -> Any:
+        return Guard(build())
+
+    app.build_middleware_stack = guarded  # type: ignore[method-assign]
+    if app.middleware_stack is not None:
+        app.middleware_stack = Guard(app.middleware_stack)
+    app._portal_guard = True  # type: ignore[attr-defined]

@@ -1,0 +1,239 @@
+"""The gateway's body policy (gateway/plugin/requests.py) and its front door (guard.py), without a proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway.plugin import guard, requests
+from gateway.plugin.requests import Refusal, admit, parse
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def refusal(call: Any) -> Refusal:
+    with pytest.raises(Refusal) as caught:
+        call()
+    return caught.value
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return admit("chat", {"model": "chat", "messages": HELLO, **fields})
+
+
+def test_what_the_openai_sdk_and_cline_send_is_admitted_unchanged() -> None:
+    body = {"model": "chat", "messages": [
+        {"role": "system", "content": "You are Cline"},
+        {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "read_file", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "file"}],
+        "stream": True, "stream_options": {"include_usage": True}, "temperature": 0, "max_tokens": 8192,
+        "max_completion_tokens": 100, "tools": [{"type": "function", "function": {"name": "read_file"}}],
+        "tool_choice": "auto", "parallel_tool_calls": False, "reasoning_effort": "high", "user": "dev",
+        "n": 1, "stop": ["\n\n"], "response_format": {"type": "json_object"}, "seed": 7, "logprobs": True,
+        "top_logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -0.5, "logit_bias": {"50256": -100},
+        "prediction": {"type": "content", "content": "x"}, "modalities": ["text"], "store": False,
+        "service_tier": "auto", "top_p": 0.9, "top_k": 40, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert admit("chat", body) == body
+
+
+@pytest.mark.parametrize("field", ["metadata", "litellm_session_id"])
+def test_fields_clients_send_harmlessly_are_dropped(field: str) -> None:
+    assert field not in chat(**{field: {"tags": ["free"]} if field == "metadata" else "cline-1"})
+
+
+@pytest.mark.parametrize("field", [
+    "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "user_config", "api_base", "base_url",
+    "api_key", "api_version", "model_list", "mock_response", "mock_tool_calls", "mock_timeout", "no-log",
+    "turn_off_message_logging", "cache", "caching", "litellm_metadata", "guardrails", "num_retries", "timeout",
+    "stream_timeout", "litellm_logging_obj", "proxy_server_request", "secret_fields", "aws_access_key_id",
+    "aws_secret_access_key", "vertex_credentials", "vertex_project", "azure_ad_token", "extra_body", "tags",
+    "litellm_call_id", "litellm_trace_id", "litellm_credential_name", "input_cost_per_token", "custom_llm_provider",
+    "max_budget", "headers", "previous_response_id", "mcp_servers", "_private", "disable_fallbacks", "prompt_id",
+    "langfuse_secret_key", "cache_key", "organization",
+])
+def test_litellm_control_fields_are_refused_by_name(field: str) -> None:
+    error = refusal(lambda: chat(**{field: "x"}))
+    assert error.status == 400 and error.param == field and f"'{field}'" in error.message
+    assert "controls the proxy" in error.message
+
+
+def test_an_unknown_field_is_refused_by_name() -> None:
+    error = refusal(lambda: chat(frobnicate=1))
+    assert error.status == 400 and "'frobnicate' is not part of the chat completions API" in error.message
+
+
+@pytest.mark.parametrize(("fields", "param", "says"), [
+    ({"messages": "hi"}, "messages", "must be an array of messages"),
+    ({"messages": []}, "messages", "at least one message"),
+    ({"messages": ["hi"]}, "messages[0]", "must be a message object"),
+    ({"messages": [{"content": "hi"}]}, "messages[0].role", "is missing"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role", "must be one of"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "a string or an array"),
+    ({"messages": [{"role": "user", "content": ["x"]}]}, "messages[0].content[0]", "an object"),
+    ({"model": 5}, "model", "must be a string, not number"),
+    ({"model": ""}, "model", "must not be empty"),
+    ({"stream": "yes"}, "stream", "true or false"),
+    ({"max_tokens": -1}, "max_tokens", "at least 0"),
+    ({"max_tokens": "10"}, "max_tokens", "an integer"),
+    ({"max_tokens": True}, "max_tokens", "an integer"),
+    ({"max_tokens": 1.5}, "max_tokens", "an integer"),
+    ({"temperature": "hot"}, "temperature", "a number"),
+    ({"temperature": 9}, "temperature", "between 0 and 2"),
+    ({"n": 0}, "n", "between 1 and 128"),
+    ({"stop": [1]}, "stop", "a string or an array of strings"),
+    ({"tools": {"a": 1}}, "tools", "an array"),
+    ({"user": 5}, "user", "a string"),
+])
+def test_wrong_field_types_say_what_is_wrong(fields: dict[str, Any], param: str, says: str) -> None:
+    error = refusal(lambda: chat(**fields))
+    assert error.status == 400 and error.param == param and says in error.message, error.message
+    assert f"'{param}'" in error.message
+
+
+def test_required_fields_per_route() -> None:
+    assert refusal(lambda: admit("chat", {"model": "chat"})).param == "messages"
+    assert refusal(lambda: admit("embeddings", {"model": "e"})).param == "input"
+    assert refusal(lambda: admit("messages", {"model": "m", "messages": HELLO})).param == "max_tokens"
+    assert admit("embeddings", {"model": "e", "input": ["a", "b"], "dimensions": 8}) == {
+        "model": "e", "input": ["a", "b"], "dimensions": 8}
+    assert admit("completions", {"model": "c", "prompt": "hi", "echo": False})["prompt"] == "hi"
+    assert admit("responses", {"model": "r", "input": "hi", "metadata": {"a": "b"}}) == {"model": "r", "input": "hi"}
+    anthropic = {"model": "m", "max_tokens": 10, "messages": HELLO, "system": "be brief", "metadata": {"user_id": "u"}}
+    assert admit("messages", anthropic) == {"model": "m", "max_tokens": 10, "messages": HELLO, "system": "be brief"}
+    assert refusal(lambda: admit("messages", {**anthropic, "messages": [{"role": "system", "content": "x"}]}))
+
+
+@pytest.mark.parametrize(("raw", "content_type", "says"), [
+    (b"[1, 2]", "application/json", "must be a JSON object, not a JSON array"),
+    (b'"hi"', "application/json", "not a JSON string"),
+    (b"model=chat", "application/x-www-form-urlencoded", "Content-Type: application/json"),
+    (b"{}", "multipart/form-data; boundary=x", "Content-Type: application/json"),
+    (b'{"model": ', "application/json", "not valid JSON at line 1"),
+    (b'{"a": NaN}', "application/json", "not valid JSON"),
+    (b'{"a": "\xff"}', "application/json", "not valid UTF-8"),
+    (b"", "application/json", "empty"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", "nested too deeply"),
+    (b'{"a": ' + b"[" * 70 + b"]" * 70 + b"}", "application/json", "nested too deeply"),
+])
+def test_malformed_bodies(raw: bytes, content_type: str, says: str) -> None:
+    error = refusal(lambda: parse(raw, content_type))
+    assert error.status == 400 and says in error.message, error.message
+
+
+def test_json_with_or_without_a_charset_parses() -> None:
+    assert parse(b'{"a": 1}', "application/json; charset=utf-8") == {"a": 1}
+    assert parse(b'{"a": 1}', "") == {"a": 1}
+    assert parse(b'{"a": [[[1]]]}', "application/json")["a"] == [[[1]]]
+
+
+def test_an_oversize_body_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(requests, "MAX_BODY_BYTES", 1024)
+    error = refusal(lambda: parse(b'{"a": "' + b"x" * 2000 + b'"}', "application/json"))
+    assert error.status == 413 and "at most 0.0009765" in error.message
+
+
+def test_a_lone_surrogate_is_refused_when_re_encoded() -> None:
+    body = parse(b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}', "application/json")
+    assert "unpaired surrogate" in refusal(lambda: requests.encode(admit("chat", body))).message
+
+
+def test_duplicate_keys_are_resolved_once_for_everyone() -> None:
+    body = parse(b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "model": "other"}', "")
+    assert json.loads(requests.encode(admit("chat", body)))["model"] == "other"
+
+
+# The guard, with a stand-in for LiteLLM behind it -------------------------------------------
+
+class Downstream:
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, Any], bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        self.seen.append((dict(scope), message.get("body", b"")))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def call(app: Any, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+         query: bytes = b"") -> tuple[int, dict[str, Any] | None]:
+    sent: list[dict[str, Any]] = []
+    chunks = [body[i:i + 1000] for i in range(0, len(body), 1000)] or [b""]
+    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {"type": "http", "method": method, "path": path, "headers": raw_headers, "query_string": query}
+    asyncio.run(app(scope, receive, send))
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(payload) if payload else None
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> tuple[guard.Guard, Downstream]:
+    monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-master")
+    inner = Downstream()
+    return guard.Guard(inner), inner
+
+
+def test_the_guard_hands_litellm_the_checked_body_and_no_steering_headers(app: Any) -> None:
+    outer, inner = app
+    body = json.dumps({"model": "chat", "messages": HELLO, "metadata": {"tags": ["x"]}}).encode()
+    status, _ = call(outer, "POST", "/v1/chat/completions/", body, {
+        "Authorization": "Bearer sk-tenant", "Content-Type": "application/json", "x-litellm-tags": "free",
+        "x-litellm-timeout": "9999", "X-LiteLLM-Num-Retries": "50", "x-litellm-api-key": "sk-tenant"},
+        query=b"api-version=2024-01-01")
+    assert status == 200
+    scope, seen = inner.seen[0]
+    assert json.loads(seen) == {"model": "chat", "messages": HELLO}
+    names = {n for n, _ in scope["headers"]}
+    assert b"x-litellm-tags" not in names and b"x-litellm-timeout" not in names and b"x-litellm-num-retries" not in names
+    assert b"x-litellm-api-key" in names and (b"content-length", str(len(seen)).encode()) in scope["headers"]
+    assert scope["query_string"] == b"" and scope["path"] == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/key/info"), ("POST", "/v1/files"), ("GET", "/ui/"),
+                                              ("POST", "/openai/deployments/x/chat/completions"),
+                                              ("POST", "/anthropic/v1/messages"), ("GET", "/health"),
+                                              ("POST", "/engines/x/chat/completions"), ("GET", "/")])
+def test_portal_keys_reach_only_the_llm_and_model_routes(app: Any, method: str, path: str) -> None:
+    outer, inner = app
+    status, body = call(outer, method, path, b"{}", {"Authorization": "Bearer sk-tenant"})
+    assert status == 404 and body is not None and "/v1/model/info" in body["error"]["message"]
+    assert inner.seen == []
+    assert call(outer, method, path, b"{}", {"Authorization": "Bearer sk-master"})[0] == 200
+
+
+def test_the_master_key_never_reaches_an_llm_route(app: Any) -> None:
+    outer, inner = app
+    body = json.dumps({"model": "acme/chat", "messages": HELLO}).encode()
+    for headers in ({"Authorization": "Bearer sk-master"}, {"x-api-key": "sk-master"},
+                    {"Authorization": "Bearer sk-other", "x-litellm-api-key": "sk-master"}):
+        status, answer = call(outer, "POST", "/chat/completions", body, headers)
+        assert status == 403 and answer is not None and "master key" in answer["error"]["message"]
+    assert inner.seen == []
+    assert call(outer, "GET", "/v1/models", headers={"Authorization": "Bearer sk-tenant"})[0] == 200
+    assert call(outer, "GET", "/health/liveliness")[0] == 200
+
+
+def test_the_guard_refuses_bodies_before_litellm(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    outer, inner = app
+    assert call(outer, "POST", "/v1/chat/completions", b"[1]")[0] == 400
+    assert call(outer, "GET", "/v1/chat/completions")[0] == 405
+    monkeypatch.setattr(requests, "MAX_BODY_BYTES", 5000)
+    status, answer = call(outer, "POST", "/v1/chat/completions", b"{" + b" " * 6000 + b"}")
+    assert status == 413 and answer is not None and answer["error"]["code"] == "request_too_large"
+    status, _ = call(outer, "POST", "/v1/chat/completions", b"{}", {"content-length": "999999"})
+    assert status == 413
+    assert inner.seen == []
