@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
 os.environ.setdefault("PORTAL_ENCRYPTION_KEYS", "dGVzdC1lbmNyeXB0aW9uLWtleS0wMDAwMDAwMDAwMDA=")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_evalbench")
+# the stand-in judge and Langfuse listen on loopback, which the outbound URL policy refuses otherwise
+os.environ.setdefault("PORTAL_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128,localhost")
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")  # not a line per HTTP request in the figures

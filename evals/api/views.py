@@ -91,7 +91,7 @@ class LangfuseOrgKeyViewSet(OrgScopedViewSet):
         return Response(self.get_serializer(key).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        self.get_object().delete()
+        langfuse.org_key_delete(actor=self.actor, key=self.get_object())  # in the audit log, like saving it
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

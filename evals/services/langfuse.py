@@ -105,6 +105,14 @@ def org_key_save(*, actor: Actor, host: str, public_key: str, secret_key: str) -
     return key
 
 
+@transaction.atomic
+def org_key_delete(*, actor: Actor, key: LangfuseOrgKey) -> None:
+    actor.require(OrgRole.ADMIN)
+    audit.record(actor, "langfuse_org_key.delete", key, before={"host": key.host, "public_key": key.public_key,
+                                                                "secret_key": audit.MASK})
+    key.delete()
+
+
 def provision(*, actor: Actor, project: Project) -> LangfuseConnection:
     """Create the project's Langfuse project and a key pair with the
     organization key, then connect them (as `connection_save` does)."""

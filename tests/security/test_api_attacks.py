@@ -125,6 +125,23 @@ def test_the_org_key_needs_its_secret_on_every_save(acme: Tenant, far_side: FarS
     assert far_side.authorizations == []
 
 
+def test_an_api_base_change_without_the_secrets_is_refused(acme: Tenant, far_side: FarSide) -> None:
+    """The gateway sends a credential's api_key to its api_base: moving the api_base
+    must not carry the stored key to a server of the caller's choosing."""
+    owner = acme.client("owner")
+    cred = owner.post(acme.url("credentials/"), {"name": "vllm", "provider": "openai_compatible",
+                                                 "settings": {"api_base": "http://127.0.0.1:9/v1"},
+                                                 "secrets": {"api_key": "sk-vllm-secret"}}, format="json")
+    assert cred.status_code == 201, cred.content
+    path = acme.url(f"credentials/{cred.json()['id']}/")
+    moved = owner.patch(path, {"settings": {"api_base": far_side.url + "/v1"}}, format="json")
+    assert moved.status_code == 400, moved.content
+    assert moved.json()["secrets"] == ["Enter the secrets again when you change the api_base."]
+    again = owner.patch(path, {"settings": {"api_base": far_side.url + "/v1"}, "secrets": {"api_key": "sk-new"}},
+                        format="json")
+    assert again.status_code == 200, again.content
+
+
 # Finding 4: any host accepted (the portal as a probe of the internal network) -----------
 
 INTERNAL_HOSTS = {
