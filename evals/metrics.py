@@ -12,6 +12,9 @@ Specs, as stored in `Benchmark.metrics`:
 - `{"type": "contains", "value": "..."}`: the answer contains the value; without
   a value, it contains the expected output (as text, JSON written compactly).
 - `{"type": "regex", "pattern": "..."}`: the pattern matches somewhere in the answer.
+  Patterns are RE2 expressions (Python's syntax without backreferences and
+  lookaround): a tenant's pattern runs on shared workers, and RE2 matches in
+  time linear in the answer, so no pattern (`(a+)+$` and the like) can stall one.
 - `{"type": "json_valid"}`: the whole answer (surrounding whitespace aside) is JSON.
 
 Each may add `"ignore_case": true` (not `json_valid`) and a `"name"` (default:
@@ -22,7 +25,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import re2
 
 TYPES = ("exact_match", "contains", "regex", "json_valid")
 OPTIONS = {"exact_match": {"ignore_case"}, "contains": {"value", "ignore_case"},
@@ -31,7 +37,8 @@ NAME = re.compile(r"^[A-Za-z0-9_ .()-]{1,35}$")
 MAX_METRICS = 20
 MAX_PATTERN = 500
 MAX_VALUE = 2000
-MAX_ANSWER_CHARS = 100_000  # what a pattern is matched against: bounds the time a pattern can take
+MAX_ANSWER_CHARS = 100_000  # what a pattern is matched against: with RE2, bounds the time a match takes
+PATTERN_MEMORY = 8 << 20  # bytes RE2 may use for a compiled pattern (its default): `a{1000}{1000}` is refused
 
 
 class MetricSpecError(ValueError):
@@ -92,9 +99,9 @@ def _one(index: int, raw: Any) -> tuple[Metric | None, list[str]]:
                             f"{MAX_PATTERN} characters.")
         else:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                problems.append(f"{where}: 'pattern' does not compile: {exc}.")
+                compiled(pattern, ignore_case is True)
+            except re2.error as exc:
+                problems.append(f"{where}: 'pattern' does not compile: {_reason(exc)}.{_unsupported(pattern)}")
     if problems:
         return None, problems
     return Metric(name=str(name), type=kind, value=value, pattern=pattern, ignore_case=ignore_case), []
@@ -182,10 +189,37 @@ def contains(metric: Metric, answer: str, expected: Any) -> bool | None:
     return _fold(needle, metric) in _fold(answer, metric)
 
 
+@lru_cache(maxsize=256)
+def compiled(pattern: str, ignore_case: bool) -> Any:
+    """The RE2 program of a pattern (re2.error if RE2 refuses it)."""
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.log_errors = False  # the refusal is the user's answer, not a log line
+    options.max_mem = PATTERN_MEMORY
+    return re2.compile(pattern, options=options)
+
+
+def _unsupported(pattern: str) -> str:
+    """Why a pattern Python would take is refused (compiling, unlike matching, cannot stall)."""
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return ""
+    return " Patterns run with RE2, which has no backreferences and no lookaround, so that no pattern can stall."
+
+
+def _reason(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else exc
+    return (reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason))[:200]
+
+
 def regex(metric: Metric, answer: str, expected: Any) -> bool | None:
     assert metric.pattern is not None
-    flags = re.IGNORECASE if metric.ignore_case else 0
-    return re.search(metric.pattern, answer[:MAX_ANSWER_CHARS], flags) is not None
+    try:
+        program = compiled(metric.pattern, metric.ignore_case)
+    except re2.error:
+        return None  # stored before patterns were checked with RE2: it does not apply
+    return program.search(answer[:MAX_ANSWER_CHARS]) is not None
 
 
 def json_valid(metric: Metric, answer: str, expected: Any) -> bool | None:

@@ -205,6 +205,9 @@ if any(len(k) < 32 for k in GATEWAY_SEALING_KEYS):
 
 # Seconds the portal waits for one answer from Langfuse (it retries 429, 5xx and timeouts).
 LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)
+# Uploads (dataset items, human labels) are parsed by the web process: bounded in size and rows.
+EVALS_MAX_UPLOAD_BYTES = env.int("EVALS_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
+EVALS_MAX_UPLOAD_ROWS = env.int("EVALS_MAX_UPLOAD_ROWS", default=50_000)
 
 # Internal networks (CIDR) and host names that tenant-entered URLs (Langfuse hosts, alert
 # webhooks, provider api_base) may point at; everything internal is refused otherwise

@@ -27,7 +27,7 @@ from evals.api.views import ProjectScopedViewSet
 from evals.langfuse_client import LangfuseError
 from evals.models import Dataset, DatasetItem, EvalRun, EvalScore, Evaluator, HumanLabel
 from evals.services import calibration, datasets
-from evals.services.datasets import MAX_BUILD_ITEMS, MAX_IMPORT_BYTES, BuildSpec, WriteResult
+from evals.services.datasets import MAX_BUILD_ITEMS, BuildSpec, WriteResult, max_upload_bytes, too_large_message
 
 RAW_TYPES = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "text/csv": "csv",
              "application/json": "json"}
@@ -39,9 +39,14 @@ MULTIPART_SLACK = 64 * 1024  # multipart framing around the file
 
 
 class FileTooLarge(exceptions.APIException):
+    """413, with the limit (settings.EVALS_MAX_UPLOAD_BYTES) in the message."""
+
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB."
+    default_detail = "The file is too large."
     default_code = "too_large"
+
+    def __init__(self) -> None:
+        super().__init__(too_large_message())
 
 
 class LangfuseUnavailable(exceptions.APIException):
@@ -55,8 +60,8 @@ class RawUpload(BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None,  # type: ignore[override]
               parser_context: Any = None) -> bytes:
-        data = stream.read(MAX_IMPORT_BYTES + 1) if stream is not None else b""
-        if len(data) > MAX_IMPORT_BYTES:
+        data = stream.read(max_upload_bytes() + 1) if stream is not None else b""
+        if len(data) > max_upload_bytes():
             raise FileTooLarge()
         return bytes(data)
 
@@ -93,7 +98,7 @@ def read_upload(request: Request, allowed: set[str]) -> tuple[bytes, str]:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    if declared > MAX_IMPORT_BYTES + MULTIPART_SLACK:
+    if declared > max_upload_bytes() + MULTIPART_SLACK:
         raise FileTooLarge()
     data = request.data
     if isinstance(data, bytes):
@@ -106,7 +111,7 @@ def read_upload(request: Request, allowed: set[str]) -> tuple[bytes, str]:
         raise exceptions.ValidationError({"file": [
             "Send the file as the request body (Content-Type " + ", ".join(
                 t for t, f in RAW_TYPES.items() if f in allowed) + ") or as the multipart field 'file'."]})
-    if (upload.size or 0) > MAX_IMPORT_BYTES:
+    if (upload.size or 0) > max_upload_bytes():
         raise FileTooLarge()
     extension = (upload.name or "").rsplit(".", 1)[-1].lower() if "." in (upload.name or "") else ""
     fmt = EXTENSIONS.get(extension) or RAW_TYPES.get((upload.content_type or "").split(";")[0].lower(), "")

@@ -60,9 +60,10 @@ from evals.service_keys import service_key
 from evals.services import runs
 from evals.services.datasets import (
     MAX_ERRORS,
-    MAX_IMPORT_BYTES,
-    MAX_IMPORT_LINES,
     Errors,
+    check_line_count,
+    check_row_count,
+    check_upload_size,
     decode,
     duplicate_ids,
     line_errors,
@@ -214,8 +215,7 @@ class LabelRow:
 
 
 def label_records(content: bytes, fmt: str) -> tuple[list[tuple[int, dict[str, Any]]], Errors]:
-    if len(content) > MAX_IMPORT_BYTES:
-        raise ValidationError({"file": [f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB."]})
+    check_upload_size(content)
     text = decode(content)
     if fmt == "csv":
         cells, errors = parse_csv(text, columns=LABEL_COLUMNS, required=["label"])
@@ -229,6 +229,7 @@ def label_records(content: bytes, fmt: str) -> tuple[list[tuple[int, dict[str, A
             return [], [(1, "not a JSON array")]
         records = [(i, v) for i, v in enumerate(values, start=1) if isinstance(v, dict)]
         return records, [(i, "not a JSON object") for i, v in enumerate(values, start=1) if not isinstance(v, dict)]
+    check_line_count(text, "labels")
     return parse_jsonl(text)
 
 
@@ -237,8 +238,7 @@ def parse_labels(evaluator: Evaluator, content: bytes, fmt: str) -> list[LabelRo
     datasets, by its id), or a ValidationError naming every bad line."""
     _, spec = current_spec(evaluator)
     records, errors = label_records(content, fmt)
-    if len(records) + len(errors) > MAX_IMPORT_LINES:
-        raise ValidationError({"file": [f"The file has more than {MAX_IMPORT_LINES} labels."]})
+    check_row_count(len(records) + len(errors), "labels")
     item_ids = {str(r.get("item_id")).strip() for _, r in records if r.get("item_id") is not None}
     items = {str(i.pk): i for i in DatasetItem.objects.filter(
         dataset__project_id=evaluator.project_id, pk__in=[i for i in item_ids if i.isdigit() and len(i) < 19])}

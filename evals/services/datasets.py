@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -32,14 +33,46 @@ from portal.access import Actor, system_actor
 from portal.models import Project
 
 log = logging.getLogger(__name__)
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
-MAX_IMPORT_LINES = 10_000
 MAX_ITEM_CHARS = 100_000  # an item's input, expected output and metadata, as JSON
 MAX_DATASET_ITEMS = 20_000
 MAX_BUILD_ITEMS = 10_000
 INLINE_ITEMS = 500  # builds and pushes up to this size answer in the request; larger ones run on a worker
 SCAN_PER_ITEM = 20  # a build reads at most this many traces per item it may add (metadata filters are local)
 MAX_ERRORS = 1000
+
+
+def max_upload_bytes() -> int:
+    """settings.EVALS_MAX_UPLOAD_BYTES: the largest file an import takes."""
+    return int(settings.EVALS_MAX_UPLOAD_BYTES)
+
+
+def max_upload_rows() -> int:
+    """settings.EVALS_MAX_UPLOAD_ROWS: the most rows (lines, array elements) an import takes."""
+    return int(settings.EVALS_MAX_UPLOAD_ROWS)
+
+
+def too_large_message() -> str:
+    limit = max_upload_bytes()
+    size = f"{limit / (1024 * 1024):g} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
+    return f"The file is larger than {size}, the limit of an upload; nothing was imported."
+
+
+def check_upload_size(content: bytes) -> None:
+    if len(content) > max_upload_bytes():
+        raise ValidationError({"file": [too_large_message()]})
+
+
+def check_row_count(rows: int, what: str) -> None:
+    if rows > max_upload_rows():
+        raise ValidationError({"file": [f"The file has more than {max_upload_rows()} {what}, the limit of an "
+                                        "upload; nothing was imported."]})
+
+
+def check_line_count(text: str, what: str) -> None:
+    """Before parsing: a file of more non-blank lines than rows allowed is refused unparsed."""
+    lines = text.count("\n") + 1
+    if lines > max_upload_rows() and sum(1 for line in text.split("\n") if line.strip()) > max_upload_rows():
+        check_row_count(max_upload_rows() + 1, what)
 ITEM_NAMESPACE = uuid.UUID("0b8f6f4e-5d7c-4a43-9c2e-7e1d3a5b9f10")
 IMPORT_FIELDS = frozenset({"input", "expected_output", "metadata", "id"})
 DATASET_FIELDS = ("name", "description", "langfuse_name")
@@ -271,9 +304,10 @@ def duplicate_ids(rows: list[tuple[int, str | None]], what: str = "id") -> Error
 
 def parse_items(content: bytes, fmt: str) -> list[ItemRow]:
     """The items of an uploaded file, or a ValidationError naming every bad line."""
-    if len(content) > MAX_IMPORT_BYTES:
-        raise ValidationError({"file": [f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB."]})
+    check_upload_size(content)
     text = decode(content)
+    if fmt != "csv":
+        check_line_count(text, "items")
     if fmt == "csv":
         cells, errors = parse_csv(text, columns=IMPORT_FIELDS, required=["input"])
         count = len(cells)
@@ -282,8 +316,7 @@ def parse_items(content: bytes, fmt: str) -> list[ItemRow]:
         objects, errors = parse_jsonl(text)
         count = len(objects)
         rows, row_errors = rows_from_jsonl(objects)
-    if count + len(errors) > MAX_IMPORT_LINES:
-        raise ValidationError({"file": [f"The file has more than {MAX_IMPORT_LINES} items."]})
+    check_row_count(count + len(errors), "items")
     errors += row_errors + duplicate_ids([(line, row.external_id) for line, row in rows])
     if errors:
         raise ValidationError({"file": line_errors(errors)})

@@ -13,7 +13,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from evals.langfuse_client import LangfuseClient
 from evals.models import Dataset, DatasetItem
-from evals.services import datasets as dataset_services
 from evals.tasks_datasets import build_dataset_from_traces
 from portal import services
 from portal.access import system_actor
@@ -209,12 +208,12 @@ def test_bad_lines_are_all_reported_with_their_numbers_and_nothing_is_imported(a
     assert DatasetItem.objects.count() == 1
 
 
-def test_size_and_line_limits(acme: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_size_and_line_limits(acme: Tenant, monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     dataset = make_dataset(acme)
-    monkeypatch.setattr(dataset_services, "MAX_IMPORT_LINES", 3)
+    settings.EVALS_MAX_UPLOAD_ROWS = 3
     response = upload(acme, dataset["id"], jsonl(*[{"input": i} for i in range(4)]))
     assert response.status_code == 400 and "more than 3 items" in response.json()["file"][0]
-    monkeypatch.setattr("evals.api.datasets.MAX_IMPORT_BYTES", 100)
+    settings.EVALS_MAX_UPLOAD_BYTES = 100
     monkeypatch.setattr("evals.api.datasets.MULTIPART_SLACK", 0)
     too_big = upload(acme, dataset["id"], jsonl({"input": "x" * 200}))
     assert too_big.status_code == 413
