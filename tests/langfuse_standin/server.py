@@ -5,8 +5,10 @@ describes it, keeps per-project state in memory, and checks both directions of
 every exchange against the spec: a client request that breaks the contract gets
 the 400 Langfuse would send *and* lands in ``server.violations``; a response of
 the stand-in that does not match the spec is recorded there too (prefixed
-``response:``), because it is a bug in the stand-in. Tests of client code can
-therefore end with ``assert server.violations == []``.
+``response:``), because it is a bug in the stand-in. The pytest plugin of
+`fixtures` fails the test during which a started stand-in recorded a violation
+that is still in ``server.violations`` when the test ends (a test that provokes
+them on purpose clears them, or is marked ``langfuse_violations``).
 
 Typical use::
 
@@ -27,6 +29,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +46,9 @@ from .spec import Operation, Spec, load_spec
 DEFAULT_VERSION_STRINGS = {4: "4.0.0", 3: "3.135.0"}
 CONTROL_PREFIX = "/_standin/"
 _UNSET: Any = object()
+
+# Every stand-in started in this process, for the pytest plugin (`fixtures`) to check after each test.
+STARTED: weakref.WeakSet[LangfuseStandin] = weakref.WeakSet()
 
 ENTITLEMENT_MESSAGE = (
     "This feature is not available on your current plan: the organization admin API "
@@ -108,6 +114,7 @@ class LangfuseStandin:
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="langfuse-standin", daemon=True)
         self._thread.start()
+        STARTED.add(self)
         return self
 
     def stop(self) -> None:
@@ -249,6 +256,13 @@ class LangfuseStandin:
     def record_violation(self, message: str) -> None:
         with self._lock:
             self.violations.append(message)
+
+    def take_violations(self) -> list[str]:
+        """The violations recorded so far, forgotten as they are returned."""
+        with self._lock:
+            taken = list(self.violations)
+            self.violations.clear()
+            return taken
 
     def clear_log(self) -> None:
         """Forget recorded requests, violations and unimplemented calls."""

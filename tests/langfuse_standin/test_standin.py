@@ -233,6 +233,7 @@ def test_otlp_json_and_gzip_are_accepted(langfuse_standin: LangfuseStandin) -> N
                  headers={"x-langfuse-ingestion-version": "5"})
     assert future.status_code == 400 and "Maximum supported" in future.json()["message"]
     assert len(langfuse_standin.violations) == 1
+    langfuse_standin.violations.clear()  # deliberate: the stand-in would fail the test for it
 
 
 def test_real_otel_sdk_exporter_can_export_to_the_standin(langfuse_standin: LangfuseStandin) -> None:
@@ -260,6 +261,7 @@ def test_real_otel_sdk_exporter_can_export_to_the_standin(langfuse_standin: Lang
 # ------------------------------------------------------------- validation
 
 
+@pytest.mark.langfuse_violations
 def test_request_violating_the_spec_gets_400_and_is_recorded(langfuse_standin: LangfuseStandin) -> None:
     response = api(langfuse_standin, "POST", "/api/public/scores", json={"traceId": "t1", "value": 1})
     assert response.status_code == 400
@@ -280,6 +282,7 @@ def test_request_violating_the_spec_gets_400_and_is_recorded(langfuse_standin: L
     assert len(langfuse_standin.violations) == 1
 
 
+@pytest.mark.langfuse_violations
 def test_documented_constraints_are_enforced(langfuse_standin: LangfuseStandin) -> None:
     assert api(langfuse_standin, "GET", "/api/public/v3/scores", params={"limit": 101}).status_code == 400
     assert api(langfuse_standin, "GET", "/api/public/v3/scores", params={"fields": "bogus"}).status_code == 400
@@ -658,3 +661,36 @@ def test_runs_as_a_subprocess() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_a_test_during_which_the_standin_recorded_a_violation_fails(langfuse_standin: LangfuseStandin) -> None:
+    """The plugin's check (fixtures.pytest_runtest_call), driven around an invalid request
+    as pytest drives it around a test."""
+    from types import SimpleNamespace
+
+    from tests.langfuse_standin import fixtures
+
+    unmarked = SimpleNamespace(get_closest_marker=lambda name: None)
+    around = fixtures.pytest_runtest_call(unmarked)  # type: ignore[arg-type]
+    next(around)  # the test starts
+    response = api(langfuse_standin, "POST", "/api/public/scores", json={"traceId": "t1", "value": 1})
+    assert response.status_code == 400  # a client that swallows this 400 would not notice
+    with pytest.raises(pytest.fail.Exception) as failed:
+        around.send(None)  # the test ends
+    assert "violate the Langfuse API spec" in str(failed.value)
+    assert "request: POST /api/public/scores: " in str(failed.value) and "'name' is a required property" in str(
+        failed.value)
+    assert langfuse_standin.violations == []  # reported once, not again for the next test
+
+    clean = fixtures.pytest_runtest_call(unmarked)  # type: ignore[arg-type]
+    next(clean)
+    assert api(langfuse_standin, "GET", "/api/public/health").status_code == 200
+    with pytest.raises(StopIteration):
+        clean.send(None)  # a test without violations passes
+
+    marked = SimpleNamespace(get_closest_marker=lambda name: object() if name == "langfuse_violations" else None)
+    deliberate = fixtures.pytest_runtest_call(marked)  # type: ignore[arg-type]
+    next(deliberate)
+    api(langfuse_standin, "POST", "/api/public/scores", json={"traceId": "t1", "value": 1})
+    with pytest.raises(StopIteration):
+        deliberate.send(None)  # marked: provoked on purpose
