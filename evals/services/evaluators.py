@@ -122,6 +122,25 @@ def _beat_schedule(schedule: EvalSchedule) -> dict[str, Any]:
     return {"interval": interval, "crontab": None}
 
 
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 200
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= 20 and all(_text(v) for v in value)
+
+
+def _scalars(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) <= 50 and all(
+        _text(k) and (_text(v) or isinstance(v, (int, float, bool))) for k, v in value.items())
+
+
+#: The trace filters a schedule may have, and their shapes (the worker reads them as such).
+FILTER_SHAPES = {"name": _text, "tags": _texts, "user_id": _text, "environment": _texts, "metadata": _scalars}
+FILTER_HELP = {"name": "a text", "tags": "a list of texts", "user_id": "a text", "environment": "a list of texts",
+               "metadata": "an object of keys and texts or numbers"}
+
+
 def check_schedule(data: dict[str, Any]) -> None:
     cron, interval = data.get("cron") or "", data.get("interval_seconds")
     if bool(cron) == bool(interval):
@@ -135,11 +154,14 @@ def check_schedule(data: dict[str, Any]) -> None:
         except (ValueError, TypeError):
             raise ValidationError({"cron": "Not a 5-field crontab, e.g. '*/15 * * * *'."}) from None
     filters = data.get("filters") or {}
-    unknown = set(filters) - {"name", "tags", "user_id", "environment", "metadata"}
+    unknown = set(filters) - set(FILTER_SHAPES)
     if unknown:
-        raise ValidationError({"filters": f"Unknown filters: {', '.join(sorted(unknown))}."})
+        raise ValidationError({"filters": f"Unknown filters: {', '.join(sorted(unknown))[:200]}."})
     if len(json.dumps(filters)) > 4000:
         raise ValidationError({"filters": "Too large."})
+    wrong = [name for name, value in filters.items() if not FILTER_SHAPES[name](value)]
+    if wrong:
+        raise ValidationError({"filters": [f"'{name}' must be {FILTER_HELP[name]}." for name in sorted(wrong)]})
 
 
 def _sync_beat(schedule: EvalSchedule) -> None:

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
@@ -286,10 +286,30 @@ def start(run_id: int) -> EvalRun | None:
                                           "schedule").get(pk=run_id) if updated else None
 
 
+UNEXPECTED = "The run stopped on an unexpected error (it is logged); nothing more was scored."
+
+
 def execute_run(run_id: int) -> EvalRun | None:
+    """Run it; whatever happens, the run ends in a final state: an
+    unexpected error fails it (and is raised again, for the worker's log),
+    rather than leaving it `running` until `fail_stuck_runs` (which still
+    catches a run whose task ran out of retries)."""
     run = start(run_id)
     if run is None:
         return None
+    try:
+        return _execute(run)
+    except (DatabaseError, ConnectionError):
+        raise  # the task retries these (and a retry resumes the run)
+    except Exception:
+        log.exception("evaluation run %s failed", run_id)
+        EvalScore.objects.filter(run_id=run_id, status=ScoreStatus.CLAIMED).delete()
+        EvalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+            status=RunStatus.FAILED, error=UNEXPECTED, finished_at=timezone.now())
+        raise
+
+
+def _execute(run: EvalRun) -> EvalRun:
     t0 = time.monotonic()
     conn = getattr(run.project, "langfuse_connection", None)
     cursor = run.window_end

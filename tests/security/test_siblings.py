@@ -244,8 +244,6 @@ def served_event(call_id: str, reservation: str) -> dict[str, Any]:
     return events[0]
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/plugin/callbacks.py (helper A) names usage events by the "
-                                       "client's litellm_call_id: see the report")
 def test_usage_events_are_named_by_the_gateway_not_by_the_client() -> None:
     """The usage consumer stores each request id once (UsageRecord.request_id is unique, across all
     organizations): a client that sends the same `x-litellm-call-id` on every request is charged in the
@@ -293,3 +291,40 @@ def test_web_and_session_api_writes_need_the_csrf_token(acme: Tenant) -> None:
     assert issued.status_code == 403 and "CSRF" in issued.json()["detail"], issued.content
     acme.key.refresh_from_db()
     assert acme.key.status == "active" and not VirtualKey.objects.filter(name="csrf").exists()
+
+
+# Schedule filters of the wrong type crash the shared worker mid-run --------------------------------
+
+
+@pytest.mark.parametrize("filters", [{"metadata": "x"}, {"tags": {"a": 1}}, {"user_id": {"$ne": 1}},
+                                     {"environment": "prod"}, {"name": ["x"]}, {"metadata": {"k": {"deep": 1}}}])
+def test_schedule_filters_of_the_wrong_type_are_refused(acme: Tenant, filters: dict[str, Any]) -> None:
+    evaluator = make_evaluator(acme)
+    response = acme.client("team_admin").post(project_url(acme, "schedules/"), {
+        "name": "typed", "evaluator": evaluator, "interval_seconds": 60, "filters": filters}, format="json")
+    assert response.status_code == 400 and "filters" in response.json(), response.content
+    good = {"name": "chat", "tags": ["prod"], "user_id": "u1", "environment": ["production"],
+            "metadata": {"tier": "gold", "n": 3}}
+    assert acme.client("team_admin").post(project_url(acme, "schedules/"), {
+        "name": "typed", "evaluator": evaluator, "interval_seconds": 60, "filters": good},
+        format="json").status_code == 201
+
+
+def test_a_run_that_crashes_ends_failed_instead_of_running_for_hours(acme: Tenant, langfuse_standin: Any) -> None:
+    """A schedule saved before its filters were checked (or any bug on the worker): the task raised, the run
+    stayed `running` for two hours, holding one of the project's run slots and its schedule's."""
+    from evals.services.runs import execute_run
+    from tests.factories import connect_langfuse
+
+    connect_langfuse(acme, langfuse_standin)
+    schedule = make_schedule(acme, make_evaluator(acme))
+    EvalSchedule.objects.filter(pk=schedule.pk).update(filters={"metadata": "x"})
+    langfuse_standin.seed_traces(f"lf-{acme.org.slug}", 3, start=timezone.now() - dt.timedelta(minutes=30))
+    run = EvalRun.objects.create(project=acme.project, schedule=schedule, status=RunStatus.QUEUED,
+                                 evaluator_version=schedule.evaluator.current,
+                                 window_start=timezone.now() - dt.timedelta(hours=1), window_end=timezone.now())
+    with pytest.raises(AttributeError):
+        execute_run(run.pk)  # still raised, for the worker's log and error tracking
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.finished_at is not None, run.status
+    assert run.error == "The run stopped on an unexpected error (it is logged); nothing more was scored."
