@@ -102,8 +102,10 @@ def project_langfuse(project: Project) -> dict[str, str] | None:
     return {**target, "secret_key": seal(target["secret_key"], "langfuse_secret_key")}
 
 
-def _deployment_entry(route: ModelRoute, dep: RouteDeployment, group: str) -> dict[str, Any]:
-    """The deployment's entry in LiteLLM's model list, its secrets sealed. A
+def _deployment_entry(route: ModelRoute, dep: RouteDeployment, group: str, *,
+                      seal_secrets: bool = True) -> dict[str, Any]:
+    """The deployment's entry in LiteLLM's model list, its secrets sealed (not
+    for the litellm-admin mode, whose LiteLLM keeps them in its own database). A
     deployment with a secret reference in it (validation refuses them, but an old
     or hand-edited row may hold one) is replaced by one that answers a clear
     error, and logged without the value."""
@@ -113,10 +115,11 @@ def _deployment_entry(route: ModelRoute, dep: RouteDeployment, group: str) -> di
         log.error("gateway: deployment %s of route %s holds a secret reference in %s; it is disabled",
                   dep.pk, group, where)
         return sealed.unavailable_entry(group, f"dep-{dep.pk}", "reference")
-    params = entry["litellm_params"]
-    for field in sealed.SECRET_PARAMS & params.keys():
-        if isinstance(params[field], str) and params[field] not in sealed.PLACEHOLDERS:
-            params[field] = seal(params[field], field)
+    if seal_secrets:
+        params = entry["litellm_params"]
+        for field in sealed.SECRET_PARAMS & params.keys():
+            if isinstance(params[field], str) and params[field] not in sealed.PLACEHOLDERS:
+                params[field] = seal(params[field], field)
     return entry
 
 

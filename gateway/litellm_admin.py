@@ -243,7 +243,7 @@ def _fingerprint(entry: JSON) -> str:
 def deployment_payload(route: ModelRoute, dep: RouteDeployment) -> JSON:
     """Body of `/model/new`: the entry managed mode writes, under a stable id,
     with the parameter names (to know when an update must drop one) and a fingerprint."""
-    entry = documents._deployment_entry(route, dep, route.model_group)
+    entry = documents._deployment_entry(route, dep, route.model_group, seal_secrets=False)
     entry["model_info"]["id"] = deployment_id(dep.pk)
     entry["model_info"]["portal_params"] = sorted(entry["litellm_params"])
     entry["model_info"]["portal_fingerprint"] = _fingerprint(entry)
