@@ -77,7 +77,8 @@ def clean_groups(data: Any, known: set[str]) -> list[dict[str, Any]]:
     for g in (data.get("groups") if isinstance(data, dict) else None) or []:
         if not isinstance(g, dict):
             continue
-        ids = [str(t) for t in g.get("trace_ids") or [] if str(t) in known]
+        listed = g.get("trace_ids")
+        ids = [str(t) for t in listed if str(t) in known] if isinstance(listed, list) else []
         if ids and g.get("pattern") and g.get("suggestion"):
             groups.append({"pattern": str(g["pattern"])[:200], "explanation": str(g.get("explanation", ""))[:2000],
                            "suggestion": str(g["suggestion"])[:2000], "trace_ids": ids})
@@ -121,6 +122,9 @@ def generate(report_id: int) -> EvalReport:
         report.status = RunStatus.SUCCEEDED
     except (ValueError, GatewayCallError) as exc:
         report.status, report.error = RunStatus.FAILED, str(exc)[:1000]
+    except Exception:  # never left `running`: nothing looks at reports again
+        log.exception("report %s failed", report_id)
+        report.status, report.error = RunStatus.FAILED, "The report stopped on an unexpected error (it is logged)."
     report.finished_at = timezone.now()
     report.save()
     return report

@@ -328,3 +328,31 @@ def test_a_run_that_crashes_ends_failed_instead_of_running_for_hours(acme: Tenan
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.finished_at is not None, run.status
     assert run.error == "The run stopped on an unexpected error (it is logged); nothing more was scored."
+
+
+def test_a_report_whose_answer_has_the_wrong_shape_fails_instead_of_running_forever(acme: Tenant,
+                                                                                   monkeypatch: Any) -> None:
+    """The report's model reads the traces' text (the tenant's users write it): an answer whose trace_ids
+    is a number raised on the worker and left the report `running` for good (no reaper looks at reports)."""
+    from evals.gateway_client import Completion
+    from evals.models import EvalReport, EvalScore
+    from evals.services import reports
+
+    class Model:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def chat(self, *args: Any, **kwargs: Any) -> Completion:
+            return Completion('{"groups": [{"pattern": "p", "suggestion": "s", "trace_ids": 7}]}', None, 0.01, 5.0,
+                              "t", 1, 1)
+
+    monkeypatch.setattr(reports, "GatewayClient", Model)
+    monkeypatch.setattr(reports, "service_key", lambda project: "sk-test")
+    run = EvalRun.objects.create(project=acme.project, status=RunStatus.SUCCEEDED,
+                                 evaluator_version=Evaluator.objects.get(pk=make_evaluator(acme)).current)
+    EvalScore.objects.create(project=acme.project, evaluator_version=run.evaluator_version, run=run,
+                             trace_id="t1", status="scored", value=1.0, langfuse_score_id="s1")
+    report = EvalReport.objects.create(run=run, route=acme.route)
+    reports.generate(report.pk)
+    report.refresh_from_db()
+    assert report.status == RunStatus.FAILED and "no failure pattern" in report.error, (report.status, report.error)
