@@ -356,3 +356,104 @@ def test_a_report_whose_answer_has_the_wrong_shape_fails_instead_of_running_fore
     reports.generate(report.pk)
     report.refresh_from_db()
     assert report.status == RunStatus.FAILED and "no failure pattern" in report.error, (report.status, report.error)
+
+
+# Foreign ids in request bodies, other teams' projects, key-scoped tokens (checked: safe) -----------
+
+
+def test_another_organizations_ids_in_evaluation_bodies_are_unknown(acme: Tenant, globex: Tenant,
+                                                                   langfuse_standin: Any) -> None:
+    """Every id of globex's objects, in the bodies of acme's evaluation endpoints: refused with the same
+    answer as an id that does not exist, nothing created, globex's names never echoed."""
+    from tests.factories import make_evals
+
+    g = make_evals(globex, langfuse_standin)
+    mine = make_evaluator(acme)
+    client = acme.client("owner")
+    attempts = [
+        ("schedules/", {"name": "s", "evaluator": g.evaluator, "interval_seconds": 60}, "evaluator"),
+        ("runs/", {"evaluator": g.evaluator, "window_start": "2026-01-01T00:00:00Z"}, "evaluator"),
+        ("benchmarks/", {"name": "b", "dataset": g.dataset, "routes": ["chat"]}, "dataset"),
+        ("benchmarks/", {"name": "b", "dataset": g.dataset, "routes": ["chat"], "evaluators": [g.evaluator]},
+         "evaluators"),
+        (f"evaluators/{mine}/calibrations/", {"dataset": g.dataset}, "dataset"),
+        (f"evaluators/{mine}/labels/", {"item": g.item, "label": "4"}, "item"),
+    ]
+    for path, body, field in attempts:
+        foreign = client.post(project_url(acme, path), body, format="json")
+        missing = client.post(project_url(acme, path), json_with_missing_ids(body, g), format="json")
+        assert foreign.status_code == missing.status_code == 400, (path, foreign.content)
+        assert field in foreign.json(), (path, foreign.content)
+        assert str(foreign.json()[field]).replace(str(getattr(g, field.rstrip("s"), "")), "ID") == \
+            str(missing.json()[field]).replace("999999", "ID"), (path, foreign.content, missing.content)
+        assert not any(m in foreign.content.decode() for m in globex.foreign_markers()), foreign.content
+    # globex's objects under acme's URL, and acme's URL with globex's project
+    for path in (f"evaluators/{g.evaluator}/", f"schedules/{g.schedule}/", f"runs/{g.run}/report/",
+                 f"datasets/{g.dataset}/items/", f"benchmarks/{g.benchmark}/runs/",
+                 f"evaluators/{g.evaluator}/calibrations/{g.calibration}/"):
+        assert client.get(project_url(acme, path)).status_code == 404, path
+        assert client.get(project_url(acme, path, globex.project)).status_code == 404, path
+
+
+def json_with_missing_ids(body: dict[str, Any], g: Any) -> dict[str, Any]:
+    ids = {g.evaluator, g.dataset, g.item}
+
+    def missing(v: Any) -> Any:
+        if isinstance(v, list):
+            return [999999 if x in ids else x for x in v]
+        return 999999 if isinstance(v, int) and v in ids else v
+
+    return {k: missing(v) for k, v in body.items()}
+
+
+def test_a_team_admin_cannot_write_to_another_teams_project(acme: Tenant) -> None:
+    _, lab, _ = other_team(acme)
+    evaluator = Evaluator.objects.create(project=lab, name="lab-judge")
+    from evals.models import Dataset
+
+    dataset = Dataset.objects.create(project=lab, name="lab-qa")
+    client = acme.client("team_admin")
+    writes = [("post", "evaluators/", {"name": "x", "template": "helpfulness", "judge_route": "chat"}),
+              ("patch", f"evaluators/{evaluator.pk}/", {"name": "renamed"}),
+              ("post", "schedules/", {"name": "s", "evaluator": evaluator.pk, "interval_seconds": 60}),
+              ("post", "runs/", {"evaluator": evaluator.pk, "window_start": "2026-01-01T00:00:00Z"}),
+              ("post", "datasets/", {"name": "d"}), ("post", "benchmarks/", {"name": "b", "dataset": dataset.pk, "routes": ["chat"]}),
+              ("post", f"datasets/{dataset.pk}/items/", {"input": "q"}),
+              ("delete", f"datasets/{dataset.pk}/", None)]
+    for method, path, body in writes:
+        answer = getattr(client, method)(project_url(acme, path, lab), body, format="json")
+        assert answer.status_code == 403, (path, answer.content)
+    assert Evaluator.objects.filter(project=lab).count() == 1 and not EvalRun.objects.filter(project=lab).exists()
+
+
+def test_a_key_scoped_token_only_manages_keys(acme: Tenant) -> None:
+    created = acme.client("owner").post(acme.url("tokens/"), {"name": "ci", "role": "owner", "scope": "keys"},
+                                        format="json")
+    assert created.status_code == 201, created.content
+    keys_only = api(created.json()["token"])
+    assert keys_only.get(acme.url("keys/")).status_code == 200
+    for path in ("usage/", "audit-log/", "members/", "credentials/", "tokens/",
+                 f"projects/{acme.project.pk}/evaluators/", f"projects/{acme.project.pk}/datasets/"):
+        assert keys_only.get(acme.url(path)).status_code == 403, path
+    assert keys_only.post(acme.url("tokens/"), {"name": "x", "role": "owner"}, format="json").status_code == 403
+    assert keys_only.post(project_url(acme, "datasets/"), {"name": "d"}, format="json").status_code == 403
+
+
+def test_judge_prompts_are_not_templates_of_python_or_django(acme: Tenant) -> None:
+    """A judge prompt is filled by name from the trace only: no attribute access, no settings, no format
+    fields (checked: safe; this keeps it so)."""
+    from django.conf import settings
+
+    from evals.judge import render
+    from evals.services.runs import trace_source
+
+    prompt = ("{{ settings.SECRET_KEY }} {{input.__class__}} {{ metadata.__init__.__globals__ }} "
+              "{input.__class__.__mro__} {0} %(x)s {% debug %} {{output}}")
+    trace = {"id": "t1", "input": {"q": "hi"}, "output": "ok", "metadata": {"a": 1}}
+    rendered = render(prompt, {"output": "metadata.__class__"}, trace_source(trace))
+    assert settings.SECRET_KEY not in rendered and "class" not in rendered.replace("__class__.__mro__", "")
+    assert rendered.count("(none)") == 4, rendered  # settings, __class__, __init__, the mapped output
+    assert "{input.__class__.__mro__} {0} %(x)s {% debug %}" in rendered
+    response = acme.client("team_admin").post(project_url(acme, "evaluators/"), {
+        "name": "sneaky", "judge_route": "chat", "prompt_template": prompt, "score_type": "boolean"}, format="json")
+    assert response.status_code == 201  # accepted, and harmless: the text above is what the judge gets
