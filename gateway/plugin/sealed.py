@@ -115,11 +115,11 @@ _proxy: tuple[Sealer, str | None] | None = None
 # A deployment the proxy must not call answers through this LiteLLM provider: a clear
 # error, instead of a crash, a call without its key, or a reference resolved.
 UNAVAILABLE = "portal_unavailable"
-REASONS = {
-    "sealing": "This deployment cannot be used: the gateway cannot decrypt its provider credential "
+REASONS = {  # words the gateway's error filter keeps (gateway/plugin/guard.py `public_message`)
+    "sealing": "This route cannot be used right now: the gateway cannot decrypt its provider credential "
                "(the proxy's GATEWAY_SEALING_KEY is missing or not the portal's). Tell the platform operator.",
-    "reference": "This deployment cannot be used: its configuration holds a secret reference, which the "
-                 "gateway refuses. An organization admin must correct the route in the portal.",
+    "reference": "This route cannot be used: its configuration holds a secret reference, which the gateway "
+                 "refuses. An admin of your organization must correct the route in the portal.",
 }
 
 

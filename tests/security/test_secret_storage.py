@@ -105,9 +105,16 @@ def test_redis_holds_no_plaintext_secret_and_a_sealed_deployment_still_works(
     lf = stack.langfuse
     assert lf.wait_for(lambda: len(lf.project(secrets.langfuse_project).traces) >= 2, timeout=20)
     time.sleep(0.5)  # the usage entries on the stream
-    found = [(name, secret[:12]) for name, text in redis_dump(stack.client())
+    found = [(db, name, secret[:12]) for db in redis_databases(stack)
+             for name, text in redis_dump(redis.Redis(port=stack.redis.port, db=db, decode_responses=True))
              for secret in secrets.plaintexts if secret in text]
     assert found == [], f"plaintext secrets in Redis: {found}"
+
+
+def redis_databases(stack: Stack) -> list[int]:
+    """Every database of the stack's Redis that holds keys: the gateway's state, Celery's broker."""
+    keyspace = stack.client().info("keyspace")
+    return sorted(int(name[2:]) for name in keyspace if name.startswith("db"))
 
 
 def test_a_proxy_started_by_the_portal_holds_no_tenant_secret(stack: Stack, secrets: Secrets, tmp_path: Path,
