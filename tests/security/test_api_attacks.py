@@ -347,3 +347,23 @@ def test_a_removed_team_admin_leaves_the_keys_it_issued_to_others(acme: Tenant) 
     assert acme.client("admin").delete(acme.url(f"members/{membership.pk}/")).status_code == 204
     assert VirtualKey.objects.get(pk=issued.json()["id"]).status == KeyStatus.ACTIVE
     assert VirtualKey.objects.get(pk=acme.key.pk).status == KeyStatus.ACTIVE
+
+
+# Finding 7: a budget added mid-period starts from zero on the gateway ------------------------
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scope", ["key", "project", "team", "org"])
+def test_a_budget_added_mid_period_starts_from_the_periods_spend(acme: Tenant, scope: str) -> None:
+    """$5 spent this month, then a $2 monthly budget: the gateway's counter holds $5."""
+    from gateway.models import UsageDaily
+
+    UsageDaily.objects.create(organization=acme.org, day=timezone.now().date(), key=acme.key, team=acme.team,
+                              project=acme.project, route="chat", requests=5, cost=5)
+    path, ident = {"key": (f"keys/{acme.key.pk}/", acme.key.pk), "project": (f"projects/{acme.project.pk}/",
+                   acme.project.pk), "team": (f"teams/{acme.team.pk}/", acme.team.pk), "org": ("", acme.org.pk)}[scope]
+    response = acme.client("owner").patch(acme.url(path), {"max_budget": 2, "budget_period": "monthly"},
+                                          format="json")
+    assert response.status_code == 200, response.content
+    r = redis.Redis.from_url(django_settings.REDIS_URL, decode_responses=True)
+    label = contract.period_start("monthly", timezone.now())
+    assert int(r.get(contract.budget_keys(scope, ident, label)[0]) or 0) == 5 * contract.NANO
