@@ -66,13 +66,13 @@ from gateway.models import ModelRoute
 from portal import audit
 from portal.access import Actor
 from portal.exceptions import Conflict
-from portal.models import Project
+from portal.models import Organization, Project
 
 log = logging.getLogger(__name__)
 FIELDS = ("name", "dataset", "concurrency", "metrics")
 MAX_ROUTES = 20
 MAX_EVALUATORS = 10
-MAX_ACTIVE_RUNS = 4  # benchmark runs of one project queued or running at once, on the shared workers
+MAX_ACTIVE_RUNS = 8  # benchmark runs of one organization queued or running at once, on the shared workers
 PROGRESS_EVERY = 5
 STALE_RUN = dt.timedelta(hours=2)  # longer than the task's hard time limit: its worker is gone
 SCORE_NAMESPACE = uuid.UUID("0b7f3d52-9a3e-4c1b-8f0e-5d6a2c9e4b17")
@@ -205,12 +205,13 @@ def run_create(*, actor: Actor, benchmark: Benchmark) -> BenchmarkRun:
         status=RunStatus.FAILED, error="No worker finished it.", finished_at=timezone.now())
     if BenchmarkRun.objects.filter(benchmark=benchmark, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).exists():
         raise Conflict("A run of this benchmark is in progress; wait for it to finish.")
-    Project.objects.select_for_update().filter(pk=benchmark.project_id).first()  # concurrent starts count each other
-    busy = BenchmarkRun.objects.filter(benchmark__project_id=benchmark.project_id,
+    org_id = benchmark.project.organization_id
+    Organization.objects.select_for_update().filter(pk=org_id).first()  # concurrent starts count each other
+    busy = BenchmarkRun.objects.filter(benchmark__project__organization_id=org_id,
                                        status__in=[RunStatus.QUEUED, RunStatus.RUNNING], created_at__gte=stale)
     if busy.count() >= MAX_ACTIVE_RUNS:
-        raise Conflict(f"{MAX_ACTIVE_RUNS} benchmark runs of this project are queued or running; wait for one "
-                       "to finish.")
+        raise Conflict(f"{MAX_ACTIVE_RUNS} benchmark runs of this organization are queued or running; wait for "
+                       "one to finish.")
     items, routes = benchmark.dataset.items.count(), benchmark.routes.count()
     if not items:
         raise ValidationError({"dataset": "The dataset has no items."})

@@ -21,12 +21,13 @@ from gateway.models import ModelRoute
 from portal import audit
 from portal.access import Actor
 from portal.exceptions import Conflict
-from portal.models import Project
+from portal.models import Organization, Project
 
 VERSION_FIELDS = ("judge_route", "template_key", "prompt_template", "variables", "score_type", "min_value",
                   "max_value", "labels", "pass_threshold", "pass_labels", "output_mode")
-#: Runs (evaluations and calibrations) of one project queued or running at once, on the shared workers.
-MAX_ACTIVE_RUNS = 8
+#: Runs (evaluations and calibrations) of one organization queued or running at once, on the shared
+#: workers (per organization, not per project: a team admin may create any number of projects).
+MAX_ACTIVE_RUNS = 16
 SCHEDULE_FIELDS = ("name", "enabled", "cron", "interval_seconds", "filters", "sampling_rate", "max_traces",
                    "max_judge_spend", "concurrency", "initial_lookback_hours", "alert_below", "alert_drop")
 
@@ -217,13 +218,15 @@ def check_capacity(project: Project, schedule: EvalSchedule | None = None) -> No
     """Work a tenant hands to the shared workers is bounded: one run of a
     schedule at a time (a second one would read the same window again, as the
     window moves on only when a run succeeds), and at most `MAX_ACTIVE_RUNS`
-    of a project. Call it inside a transaction: it locks the project's row,
-    so that concurrent requests count each other."""
-    Project.objects.select_for_update().filter(pk=project.pk).first()
+    of an organization. Call it inside a transaction: it locks the
+    organization's row, so that concurrent requests count each other."""
+    Organization.objects.select_for_update().filter(pk=project.organization_id).first()
     if schedule is not None and in_progress(EvalRun.objects.filter(schedule=schedule)).exists():
         raise Conflict("A run of this schedule is in progress; wait for it to finish.")
-    if in_progress(EvalRun.objects.filter(project=project)).count() >= MAX_ACTIVE_RUNS:
-        raise Conflict(f"{MAX_ACTIVE_RUNS} runs of this project are queued or running; wait for one to finish.")
+    active = in_progress(EvalRun.objects.filter(project__organization_id=project.organization_id)).count()
+    if active >= MAX_ACTIVE_RUNS:
+        raise Conflict(f"{MAX_ACTIVE_RUNS} evaluation runs of this organization are queued or running; wait for "
+                       "one to finish.")
 
 
 @transaction.atomic

@@ -132,9 +132,9 @@ def test_run_now_answers_409_while_the_schedules_run_is_in_progress(acme: Tenant
     assert EvalRun.objects.filter(schedule=schedule).count() == 1
 
 
-def test_a_project_cannot_queue_runs_without_bound(acme: Tenant) -> None:
+def test_an_organization_cannot_queue_runs_without_bound(acme: Tenant) -> None:
+    """Counted per organization: a team admin may create any number of projects."""
     from evals.services.evaluators import MAX_ACTIVE_RUNS
-
 
     evaluator = make_evaluator(acme)
     client = acme.client("team_admin")
@@ -144,6 +144,13 @@ def test_a_project_cannot_queue_runs_without_bound(acme: Tenant) -> None:
     assert [a.status_code for a in answers] == [202] * MAX_ACTIVE_RUNS + [409] * 3, [a.content for a in answers]
     assert "wait for one to finish" in answers[-1].json()["detail"]
     assert EvalRun.objects.filter(project=acme.project).count() == MAX_ACTIVE_RUNS
+    created = client.post(acme.url("projects/"), {"name": "acme-another", "team": acme.team.pk}, format="json")
+    another = Project.objects.get(pk=created.json()["id"])
+    other_evaluator = client.post(project_url(acme, "evaluators/", another), {
+        "name": "helpfulness", "template": "helpfulness", "judge_route": "chat"}, format="json").json()["id"]
+    refused = client.post(project_url(acme, "runs/", another), {"evaluator": other_evaluator, "window_start": since},
+                          format="json")
+    assert refused.status_code == 409, refused.content
     EvalRun.objects.filter(project=acme.project).update(status=RunStatus.SUCCEEDED)
     assert client.post(project_url(acme, "runs/"), {"evaluator": evaluator, "window_start": since},
                        format="json").status_code == 202
@@ -179,8 +186,9 @@ def test_a_report_cannot_use_a_route_of_another_team(acme: Tenant) -> None:
     assert refused.status_code == 400 and "judge_route" in refused.json(), refused.content
 
 
-def test_a_project_cannot_run_benchmarks_without_bound(acme: Tenant) -> None:
-    """One run per benchmark at a time, but any number of benchmarks (each up to 64 threads): capped per project."""
+def test_an_organization_cannot_run_benchmarks_without_bound(acme: Tenant) -> None:
+    """One run per benchmark at a time, but any number of benchmarks (each up to 64 threads): capped per
+    organization."""
     from evals.models import Dataset, DatasetItem
     from evals.services.benchmarks import MAX_ACTIVE_RUNS
 
