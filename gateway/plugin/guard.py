@@ -13,6 +13,10 @@ This wrapper decides before any of them runs:
 - an LLM request's body is read (bounded), parsed and held to the route's
   public API (`requests`), and LiteLLM is handed the checked body, re-encoded;
   LiteLLM's request-steering headers and query parameters are dropped;
+- LiteLLM's own words never reach the client: an error answer of an LLM
+  route keeps the provider's message without LiteLLM's exception names and
+  routing commentary (or gets a plain one), and LiteLLM's response headers
+  (model group, deployment, api_base, spend) are dropped;
 - when the request is over, a reservation that no callback settled is
   handed to the settlement watch (`callbacks`), so a client that hangs up or
   an error LiteLLM never reports cannot hold a budget.
@@ -25,6 +29,7 @@ import hmac
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -109,6 +114,85 @@ async def read_body(scope: Scope, receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+INTERNAL = ("litellm", "Exception", "Traceback", "object has no attribute", 'File "', "model group", "router",
+            "fallback", "deployment", "os.environ")
+EXCEPTION_NAME = re.compile(r"\b(?:litellm\.)?\w*(?:Error|Exception)\b(?:\s*-\s*|:\s*)")
+PLAIN = {400: "The model's provider refused the request as it was sent.",
+         401: "The model's provider refused the organization's credential; tell an admin of your organization.",
+         403: "The model's provider refused the organization's credential; tell an admin of your organization.",
+         404: "The model's provider does not know the model this route uses; tell an admin of your organization.",
+         408: "The model's provider did not answer in time; retry in a moment.",
+         429: "The model's provider is rate limiting this route; retry in a moment."}
+DROPPED_RESPONSE_HEADERS = (b"x-litellm-", b"llm_provider-")
+
+
+def public_message(message: str, status: int, route: str | None = None, group: str | None = None) -> str:
+    """The provider's part of an error message, without LiteLLM's exception names and commentary."""
+    text = re.split(r"\n\s*(?:LiteLLM|Received Model Group|Available Model Group|Model:|Traceback)", message, maxsplit=1)[0]
+    if group and route:
+        text = text.replace(group, route)
+    text = EXCEPTION_NAME.sub("", text).strip()
+    if not text or any(marker.lower() in text.lower() for marker in INTERNAL):
+        return PLAIN.get(status, "The model's provider failed to answer; retry in a moment, or tell an admin of "
+                                 "your organization if it goes on.")
+    return text[:2000]
+
+
+def public_error(payload: bytes, status: int, route: str | None, group: str | None) -> bytes:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = public_message(error["message"], status, route, group)
+        kind, code = error.get("type"), error.get("code")
+    else:
+        message = public_message("", status)
+        kind, code = None, None
+    if not isinstance(kind, str) or any(m.lower() in kind.lower() for m in INTERNAL):
+        kind = "invalid_request_error" if status < 500 else "api_error"
+    code = code if isinstance(code, (str, int)) and not any(m.lower() in str(code).lower() for m in INTERNAL) \
+        else str(status)
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+def public_headers(headers: list[tuple[bytes, bytes]], length: int | None = None) -> list[tuple[bytes, bytes]]:
+    kept = [(n, v) for n, v in headers if not n.lower().startswith(DROPPED_RESPONSE_HEADERS)
+            and (length is None or n.lower() != b"content-length")]
+    return kept if length is None else [*kept, (b"content-length", str(length).encode())]
+
+
+def public_send(scope: Scope, send: Send) -> Send:
+    """`send` for an LLM route's answer: error bodies rewritten (`public_error`), LiteLLM's headers dropped."""
+    held: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if message.get("status", 200) >= 400:
+                held["start"] = message
+                return
+            message = {**message, "headers": public_headers(list(message.get("headers", [])))}
+            await send(message)
+            return
+        if message["type"] == "http.response.body" and "start" in held:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            start = held.pop("start")
+            portal = scope.get(RESERVATION) or {}
+            body = public_error(b"".join(chunks), start["status"], portal.get("route"), portal.get("group"))
+            headers = [(n, v) for n, v in public_headers(list(start.get("headers", [])), len(body))
+                       if n.lower() != b"content-type"]
+            await send({**start, "headers": [*headers, (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return wrapped
+
+
 def not_found() -> requests.Refusal:
     return requests.Refusal(404, f"Not found. With a portal key this gateway serves {LLM_LIST}.",
                             "route_not_found", kind="not_found_error")
@@ -144,6 +228,7 @@ class Guard:
             if master or route in OPEN_ROUTES or (route in INFO_ROUTES and scope.get("method") in ("GET", "HEAD")):
                 if not master:
                     scope["query_string"] = b""
+                    send = public_send(scope, send)
                 await self.app(scope, receive, send)
             elif scope.get("method") == "OPTIONS" and route in INFO_ROUTES:
                 await self.app(scope, receive, send)
@@ -178,7 +263,7 @@ class Guard:
             return await receive()
 
         try:
-            await self.app(scope, replay, send)
+            await self.app(scope, replay, public_send(scope, send))
         finally:
             reservation = scope.get(RESERVATION)
             if reservation is not None:

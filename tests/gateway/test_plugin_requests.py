@@ -237,3 +237,52 @@ def test_the_guard_refuses_bodies_before_litellm(app: Any, monkeypatch: pytest.M
     status, _ = call(outer, "POST", "/v1/chat/completions", b"{}", {"content-length": "999999"})
     assert status == 413
     assert inner.seen == []
+
+
+# LiteLLM's own words never reach the client --------------------------------------------------
+
+@pytest.mark.parametrize(("message", "status", "expected"), [
+    ("litellm.InternalServerError: this is a mock internal server error\n\nLiteLLM: model group 'acme/flaky' "
+     "failed with the error above and no fallback model group was found for it", 500,
+     "this is a mock internal server error"),
+    ("Invalid request format: litellm.APIConnectionError: APIConnectionError: OpenAIException - 'str' object has "
+     "no attribute 'get'", 400, "The model's provider refused the request as it was sent."),
+    ("litellm.BadRequestError: OpenAIException - This model's maximum context length is 8192 tokens.", 400,
+     "This model's maximum context length is 8192 tokens."),
+    ("litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect API key provided", 401,
+     "Incorrect API key provided"),
+    ("Traceback (most recent call last):\n  File \"x.py\"", 500, "The model's provider failed to answer"),
+    ("This key may not use the model 'premium'. Models it may use: chat.", 403,
+     "This key may not use the model 'premium'. Models it may use: chat."),
+])
+def test_error_messages_keep_the_providers_words_only(message: str, status: int, expected: str) -> None:
+    assert guard.public_message(message, status).startswith(expected)
+
+
+def test_an_error_answer_of_litellm_is_rewritten_and_its_headers_dropped() -> None:
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        scope[guard.RESERVATION] = {"route": "flaky", "group": "acme/flaky"}
+        body = json.dumps({"error": {"message": "litellm.InternalServerError: boom in model group acme/flaky",
+                                     "type": "litellm.InternalServerError", "param": None, "code": "500"}}).encode()
+        await send({"type": "http.response.start", "status": 500, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"x-litellm-model-api-base", b"http://10.0.0.5"), (b"x-litellm-model-group", b"acme/flaky")]})
+        await send({"type": "http.response.body", "body": body})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": json.dumps({"model": "flaky", "messages": HELLO}).encode()}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b""}
+    asyncio.run(guard.Guard(failing)(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 500 and b"x-litellm-model-api-base" not in headers
+    error = json.loads(sent[1]["body"])["error"]
+    assert error == {"message": "The model's provider failed to answer; retry in a moment, or tell an admin of your "
+                                "organization if it goes on.", "type": "api_error", "param": None, "code": "500"}
+    assert int(headers[b"content-length"]) == len(sent[1]["body"])
