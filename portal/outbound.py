@@ -167,8 +167,9 @@ def _check_addresses(target: Target, addresses: Iterable[IPAddress], *, literal:
         if reason is None or (reason != METADATA and (named or policy.allows_address(ip))):
             continue
         subject = f"{target.host} is" if literal else f"{target.host} resolves to"
-        raise OutboundRefused(f"The portal does not connect to internal addresses: {subject} {reason}. "
-                              "A platform admin can allow a network with PORTAL_OUTBOUND_ALLOWED_NETWORKS.")
+        hint = "" if reason == METADATA else (" A platform admin can allow a network with "
+                                              "PORTAL_OUTBOUND_ALLOWED_NETWORKS.")
+        raise OutboundRefused(f"The portal does not connect to internal addresses: {subject} {reason}.{hint}")
 
 
 def _addresses(target: Target, *, strict: bool) -> list[IPAddress] | None:

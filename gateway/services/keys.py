@@ -143,13 +143,14 @@ def _check_no_lift(actor: Actor, key: VirtualKey, data: dict[str, Any]) -> None:
             raise PermissionDenied(LIFT.format(field=field))
     has_budget = key.max_budget is not None or key.soft_budget is not None
     if "budget_period" in data and data["budget_period"] != key.budget_period and has_budget:
-        raise PermissionDenied(LIFT.format(field="budget_period") + " Changing the period changes the limit.")
+        raise PermissionDenied("Only an admin of the key's team can change its budget_period (a change of period "
+                               "changes the limit).")
     if "allowed_routes" in data:
         old_routes = {r.pk for r in key.allowed_routes.all()}
         new_routes = {r.pk for r in data["allowed_routes"]}
         if not new_routes and old_routes or old_routes and not new_routes <= old_routes:
-            raise PermissionDenied(LIFT.format(field="allowed_routes") +
-                                   " You may only remove routes (an empty list means every route).")
+            raise PermissionDenied("Only an admin of the key's team can add to its allowed_routes; you may only "
+                                   "remove routes (an empty list means every route).")
 
 
 def _locked(key: VirtualKey) -> VirtualKey:
