@@ -256,7 +256,10 @@ def deployment_payloads(org_id: int | None = None) -> dict[str, JSON]:
               .prefetch_related(Prefetch("deployments", RouteDeployment.objects.select_related("credential"))))
     if org_id is not None:
         routes = routes.filter(organization_id=org_id)
-    return {deployment_id(d.pk): deployment_payload(r, d) for r in routes for d in r.deployments.all()}
+    payloads = {deployment_id(d.pk): deployment_payload(r, d) for r in routes for d in r.deployments.all()}
+    # A deployment documents.py disabled (a secret reference in an old row) is not pushed: LiteLLM
+    # would resolve the reference, and has no provider for the placeholder.
+    return {k: p for k, p in payloads.items() if not p["model_info"].get("unavailable")}
 
 
 def _key_query() -> Any:

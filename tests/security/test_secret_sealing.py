@@ -108,3 +108,21 @@ def test_the_documents_hold_sealed_secrets_and_never_a_reference(acme: Tenant, c
     assert bad["litellm_params"] == {"model": "portal_unavailable/reference"}
     assert "holds a secret reference in litellm_params.mock_response" in caplog.text
     assert "LITELLM_MASTER_KEY" not in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_litellm_admin_mode_never_pushes_a_reference_and_pushes_its_own_plain_secrets(acme: Tenant) -> None:
+    from gateway import litellm_admin
+
+    system = system_actor(acme.org, "tests")
+    gpt = routes.route_create(actor=system, data={"name": "gpt", "deployments": [
+        {"credential": acme.credential, "model": "gpt-4o"}]})
+    planted = routes.route_create(actor=system, data={"name": "planted", "deployments": [
+        {"credential": None, "model": "m", "litellm_params": {"mock_response": "x"}}]})
+    RouteDeployment.objects.filter(route=planted).update(litellm_params={"extra_headers": {"X": "os.environ/PATH"}})
+    payloads = litellm_admin.deployment_payloads(acme.org.pk)
+    assert find_secret_reference(payloads) is None
+    assert {p["model_name"] for p in payloads.values()} == {"acme/chat", "acme/gpt"}
+    dep = gpt.deployments.get()
+    # that LiteLLM keeps the secret in its own database, encrypted with its own key
+    assert payloads[litellm_admin.deployment_id(dep.pk)]["litellm_params"]["api_key"] == "sk-provider-secret-value"
