@@ -113,6 +113,14 @@ def org_key_delete(*, actor: Actor, key: LangfuseOrgKey) -> None:
     key.delete()
 
 
+def _made_for(langfuse_project: dict[str, Any], project: Project) -> bool:
+    """Whether `provision` created this Langfuse project for this portal project:
+    names are free again after a rename, so a name alone must not hand over
+    another project's Langfuse (its traces and a new key to it)."""
+    metadata = langfuse_project.get("metadata") or {}
+    return isinstance(metadata, dict) and str(metadata.get("portal_project")) == str(project.pk)
+
+
 def provision(*, actor: Actor, project: Project) -> LangfuseConnection:
     """Create the project's Langfuse project and a key pair with the
     organization key, then connect them (as `connection_save` does)."""
@@ -124,6 +132,10 @@ def provision(*, actor: Actor, project: Project) -> LangfuseConnection:
     with LangfuseClient(org_key.host, org_key.public_key, org_key.secret_key(), timeout=10, max_retries=2) as client:
         try:
             existing = next((p for p in client.organization_projects() if p.get("name") == name), None)
+            if existing is not None and not _made_for(existing, project):
+                raise ValidationError({"langfuse": f"Langfuse already has a project named '{name}' that was not "
+                                                   "created for this project; rename this project, or connect it "
+                                                   "with its own keys (PUT .../langfuse/)."})
             created = existing or client.create_project(name, {"portal_project": project.pk})
             pair = client.create_project_api_key(created["id"], note=f"LLMOps portal, project {project.pk}")
         except LangfuseError as exc:
