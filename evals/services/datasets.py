@@ -672,9 +672,16 @@ def dataset_pull(*, actor: Actor, dataset: Dataset, name: str | None = None) -> 
     with conn.client() as client:
         if langfuse_dataset(client, name) is None:
             raise ValidationError({"name": f"Langfuse has no dataset named {name!r}."})
-        for raw in client.dataset_items(name):
-            if len(rows) >= MAX_DATASET_ITEMS:
+        # Every item read counts (repeated, archived, invalid): the host is the tenant's choice, and
+        # one that lists the same item for ever must not keep the request reading.
+        for read, raw in enumerate(client.dataset_items(name)):
+            if read >= MAX_DATASET_ITEMS:
                 raise ValidationError({"name": f"The Langfuse dataset has more than {MAX_DATASET_ITEMS} items."})
+            if len(errors) >= MAX_ERRORS:
+                continue  # enough to report; reading on only to the limit
+            if not isinstance(raw, dict):
+                errors.append(f"item {read + 1}: not a JSON object")
+                continue
             if raw.get("status") == "ARCHIVED":
                 result.skipped += 1
                 continue

@@ -497,3 +497,36 @@ def test_provisioning_never_adopts_another_projects_langfuse_project(acme: Tenan
     assert second.status_code in (201, 400, 409), second.content
     if second.status_code == 201:
         assert second.json()["langfuse_project_id"] != lab_langfuse, "handed the lab's Langfuse project"
+
+
+# A Langfuse of the tenant's choosing lists the same items forever -----------------------------------
+
+
+@pytest.mark.parametrize("item", [{"id": "same", "input": "q"}, {"id": "gone", "input": "q", "status": "ARCHIVED"},
+                                  {"id": "bad id with spaces?", "input": "q"}, "not an object"])
+def test_pulling_a_dataset_that_never_ends_stops_at_the_limit(acme: Tenant, langfuse_standin: Any,
+                                                             monkeypatch: Any, item: Any) -> None:
+    """The Langfuse host is the tenant's choice (a self-hosted one is legitimate). Its dataset-items pages
+    repeat one id, or only archived or invalid items, or not even objects: the pull counted distinct valid
+    items only, so the request read pages for ever (or collected errors without bound, or answered 500)."""
+    from evals.langfuse_client import LangfuseClient
+    from evals.services.datasets import MAX_DATASET_ITEMS
+    from tests.factories import connect_langfuse
+
+    connect_langfuse(acme, langfuse_standin)
+    read = 0
+
+    def endless(self: Any, name: str) -> Any:
+        nonlocal read
+        while read < 3 * MAX_DATASET_ITEMS:  # instead of for ever: the test must end
+            read += 1
+            yield dict(item) if isinstance(item, dict) else item
+        raise AssertionError("still reading the hostile server's pages")
+
+    monkeypatch.setattr(LangfuseClient, "dataset_items", endless)
+    monkeypatch.setattr(LangfuseClient, "dataset", lambda self, name: {"name": name})
+    client = acme.client("team_admin")
+    dataset = client.post(project_url(acme, "datasets/"), {"name": "mirror"}, format="json").json()
+    answer = client.post(project_url(acme, f"datasets/{dataset['id']}/pull/"), {}, format="json")
+    assert answer.status_code == 400, answer.content[:300]
+    assert read <= MAX_DATASET_ITEMS + 1 and len(answer.content) < 300_000, (read, len(answer.content))
