@@ -11,7 +11,7 @@ This wrapper decides before any of them runs:
   and the portal keep LiteLLM's management and health routes, but the master
   key never answers a tenant's model;
 - an LLM request's body is read (bounded), parsed and held to the route's
-  public API (`requests`), and LiteLLM is handed the checked body, re-encoded;
+  public API (`requests`), and LiteLLM is handed the checked body;
   LiteLLM's request-steering headers and query parameters are dropped;
 - LiteLLM's own words never reach the client: an error answer of an LLM
   route keeps the provider's message without LiteLLM's exception names and
@@ -163,6 +163,20 @@ def public_headers(headers: list[tuple[bytes, bytes]], length: int | None = None
     return kept if length is None else [*kept, (b"content-length", str(length).encode())]
 
 
+def plain_body(start: Message, payload: bytes) -> bytes:
+    """The body as LiteLLM wrote it: its GZip middleware compresses larger answers
+    (the rewritten body goes out uncompressed, without a content-encoding)."""
+    if header(list(start.get("headers", [])), b"content-encoding").lower() != "gzip":
+        return payload
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(payload)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
 def public_send(scope: Scope, send: Send) -> Send:
     """`send` for an LLM route's answer: error bodies rewritten (`public_error`), LiteLLM's headers dropped."""
     held: dict[str, Any] = {}
@@ -182,9 +196,10 @@ def public_send(scope: Scope, send: Send) -> Send:
                 return
             start = held.pop("start")
             portal = scope.get(RESERVATION) or {}
-            body = public_error(b"".join(chunks), start["status"], portal.get("route"), portal.get("group"))
+            body = public_error(plain_body(start, b"".join(chunks)), start["status"], portal.get("route"),
+                                portal.get("group"))
             headers = [(n, v) for n, v in public_headers(list(start.get("headers", [])), len(body))
-                       if n.lower() != b"content-type"]
+                       if n.lower() not in (b"content-type", b"content-encoding")]
             await send({**start, "headers": [*headers, (b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": body})
             return
@@ -244,7 +259,8 @@ class Guard:
         try:
             raw = await read_body(scope, receive)
             body = requests.parse(raw, header(scope["headers"], b"content-type"))
-            checked = requests.encode(requests.admit(kind, body))
+            admitted = requests.admit(kind, body)
+            checked = raw if len(admitted) == len(body) else requests.encode(admitted)
         except requests.Refusal as refusal:
             await respond(send, refusal)
             return

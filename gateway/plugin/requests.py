@@ -8,8 +8,9 @@ admits only the fields of its public OpenAI or Anthropic API, checked for
 their types: a known LiteLLM control field gets a 400 that names it, any
 other unknown field a 400 too, and the few fields clients send harmlessly
 (`metadata`, Cline's `litellm_session_id`) are dropped. The body LiteLLM gets
-is the one checked here, re-encoded, so that no parser difference between
-this check and LiteLLM's own can smuggle a field through.
+is the one checked here: the client's bytes when nothing was dropped (both
+parsers agree on a body this module accepts: strict UTF-8, no NaN, the last
+of duplicate keys), else the checked body re-encoded.
 
 Standard library only."""
 
@@ -59,6 +60,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def parse(raw: bytes, content_type: str) -> dict[str, Any]:
     """The request body as a JSON object, or a Refusal that says what is wrong with it."""
     if len(raw) > MAX_BODY_BYTES:
@@ -74,7 +78,7 @@ def parse(raw: bytes, content_type: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise invalid(f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_encoding") from None
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = DECODER.decode(text)
     except RecursionError:
         raise too_deep() from None
     except ValueError as exc:
@@ -82,7 +86,7 @@ def parse(raw: bytes, content_type: str) -> dict[str, Any]:
         raise invalid(f"The request body is not valid JSON{where}.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise invalid(f"The request body must be a JSON object, not a JSON {json_type(body)}.")
-    if depth(body) > MAX_DEPTH:
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and depth(body) > MAX_DEPTH:  # counting is much cheaper
         raise too_deep()
     return body
 
@@ -106,7 +110,7 @@ def depth(value: Any) -> int:
         deepest = max(deepest, level)
         if deepest > MAX_DEPTH:
             return deepest
-        stack.extend((child, level + 1) for child in children)
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
 
 
