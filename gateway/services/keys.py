@@ -43,8 +43,8 @@ def key_state(key: VirtualKey) -> dict[str, Any]:
 
 def keys_visible_to(actor: Actor, queryset: QuerySet[VirtualKey]) -> QuerySet[VirtualKey]:
     """Org viewers and up see every key of the organization; members see the
-    keys of their teams and their own."""
-    if actor.role != OrgRole.MEMBER:
+    keys of their teams and their own, also through a token of a lower role."""
+    if actor.sees_every_team():
         return queryset
     return queryset.filter(Q(team_id__in=list(actor.team_roles())) | Q(owner=actor.user))
 
