@@ -36,6 +36,7 @@ SCORE_NAMESPACE = uuid.UUID("6f1d2c3a-7b0e-4e55-9a3b-0c2f5d8e9a41")
 STALE_CLAIM = dt.timedelta(minutes=10)
 PROGRESS_EVERY = 5
 DEFAULT_CONCURRENCY = 4
+SCAN_PER_TRACE = 20  # a run reads at most this many traces per trace it may score (filters, sampling)
 LANGFUSE_TYPES = {"numeric": "NUMERIC", "boolean": "BOOLEAN", "categorical": "CATEGORICAL"}
 
 
@@ -133,6 +134,7 @@ class Runner:
         self.concurrency = self.schedule.concurrency if self.schedule else DEFAULT_CONCURRENCY
         self.config_id: str | None = None
         self.capped_at: str | None = None  # timestamp of the last trace, when max_traces stopped the run
+        self.last_seen: str | None = None  # timestamp of the last trace read
         self.judging: Bounded[Judgment, EvalScore] = Bounded(self.concurrency, self.finish, "judge")
         self.stopped: str = ""
         self.langfuse_error: str = ""
@@ -220,10 +222,18 @@ class Runner:
             name=filters.get("name"), tags=filters.get("tags"), user_id=filters.get("user_id"),
             environment=filters.get("environment"))
         run.considered = run.sampled = run.scored = run.already_scored = run.failed = run.processed = 0
+        scan_limit = max_traces * SCAN_PER_TRACE
         with self.judging:  # leaving it lands what is in flight, even when the run stops
-            for trace in traces:
+            for read, trace in enumerate(traces, 1):
                 if self.stopped:
                     break
+                if read > scan_limit:  # whatever the host lists (its pages may never end), the run ends
+                    run.stop_reason = f"stopped after reading {scan_limit} traces; the next run goes on from here"
+                    self.capped_at = self.last_seen
+                    break
+                if not isinstance(trace, dict) or not isinstance(trace.get("id"), str):
+                    continue
+                self.last_seen = trace.get("timestamp") or self.last_seen
                 if not matches(trace, filters):
                     continue
                 run.considered += 1

@@ -530,3 +530,35 @@ def test_pulling_a_dataset_that_never_ends_stops_at_the_limit(acme: Tenant, lang
     answer = client.post(project_url(acme, f"datasets/{dataset['id']}/pull/"), {}, format="json")
     assert answer.status_code == 400, answer.content[:300]
     assert read <= MAX_DATASET_ITEMS + 1 and len(answer.content) < 300_000, (read, len(answer.content))
+
+
+def test_a_run_stops_reading_a_langfuse_whose_traces_never_end(acme: Tenant, langfuse_standin: Any,
+                                                               monkeypatch: Any) -> None:
+    """Traces that never match (the portal's own tag) or are never sampled were read without any bound: a
+    host of the tenant's choosing that lists them for ever held a shared worker until the task's time limit
+    (55 minutes), for every run of every schedule."""
+    from evals.langfuse_client import LangfuseClient
+    from evals.services.runs import SCAN_PER_TRACE, execute_run
+    from tests.factories import connect_langfuse
+
+    connect_langfuse(acme, langfuse_standin)
+    schedule = make_schedule(acme, make_evaluator(acme))
+    EvalSchedule.objects.filter(pk=schedule.pk).update(max_traces=50)
+    read = 0
+
+    def endless(self: Any, **kwargs: Any) -> Any:
+        nonlocal read
+        while read < 3 * 50 * SCAN_PER_TRACE:  # instead of for ever: the test must end
+            read += 1
+            yield {"id": f"t{read}", "timestamp": "2026-12-01T00:00:00Z", "tags": ["portal-evaluation"]}
+        raise AssertionError("still reading the hostile server's traces")
+
+    monkeypatch.setattr(LangfuseClient, "traces", endless)
+    run = EvalRun.objects.create(project=acme.project, schedule=schedule, status=RunStatus.QUEUED,
+                                 evaluator_version=schedule.evaluator.current,
+                                 window_start=timezone.now() - dt.timedelta(hours=1), window_end=timezone.now())
+    execute_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and "stopped after reading 1000 traces" in run.stop_reason, (
+        run.status, run.stop_reason, run.error)
+    assert read <= 50 * SCAN_PER_TRACE + 1
