@@ -66,8 +66,6 @@ def test_a_members_viewer_token_does_not_see_other_teams_usage(acme: Tenant, rol
     assert filtered["totals"]["cost"] == 0, filtered
 
 
-@pytest.mark.xfail(strict=True, reason="the keys list scopes by the token's role in gateway/services/keys.py "
-                                       "(keys_visible_to), helper C's file: see the report")
 @pytest.mark.parametrize("role", ["member", "team_admin"])
 def test_a_members_viewer_token_does_not_list_other_teams_keys(acme: Tenant, role: str) -> None:
     _, _, key = other_team(acme)
@@ -470,8 +468,6 @@ def test_judge_prompts_are_not_templates_of_python_or_django(acme: Tenant) -> No
 # Provisioning adopts another team's Langfuse project by name ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="evals/services/langfuse.py provision() (helper C) adopts an existing "
-                                       "Langfuse project by name: see the report")
 def test_provisioning_never_adopts_another_projects_langfuse_project(acme: Tenant, langfuse_standin: Any) -> None:
     """`provision` looks for a Langfuse project named `<org>-<project name>` and, if there is one, makes a key
     for it. A project's name is free again once it is renamed (or deleted); a team admin of another team who
