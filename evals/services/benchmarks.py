@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -61,6 +62,7 @@ from evals.models import (
     RunStatus,
 )
 from evals.service_keys import service_key
+from evals.services.datasets import MAX_DATASET_ITEMS
 from evals.services.runs import LANGFUSE_TYPES, ensure_score_config
 from gateway.models import ModelRoute
 from portal import audit
@@ -318,7 +320,9 @@ def push_dataset(client: LangfuseClient, dataset: Dataset, items: list[DatasetIt
     name = dataset.langfuse_name or dataset.name
     if client.dataset(name) is None:
         client.create_dataset(name, dataset.description, {"portal_dataset": dataset.pk})
-    there = {i["id"]: i for i in client.dataset_items(name)}
+    # Read at most what such a dataset can hold: the host is the tenant's choice, its pages may never end.
+    listed = itertools.islice(client.dataset_items(name), len(items) + MAX_DATASET_ITEMS)
+    there = {i["id"]: i for i in listed if isinstance(i, dict) and isinstance(i.get("id"), str)}
     for item in items:
         body, have = item_body(item, name), there.get(item.external_id)
         if have is None or any(have.get(k) != body[k] for k in ("input", "expectedOutput", "metadata")):

@@ -558,3 +558,34 @@ def test_a_run_stops_reading_a_langfuse_whose_traces_never_end(acme: Tenant, lan
     assert run.status == RunStatus.SUCCEEDED and "stopped after reading 1000 traces" in run.stop_reason, (
         run.status, run.stop_reason, run.error)
     assert read <= 50 * SCAN_PER_TRACE + 1
+
+
+def test_a_benchmark_reads_a_bounded_listing_of_the_langfuse_dataset(acme: Tenant) -> None:
+    """Before a benchmark records its runs it lists the Langfuse dataset's items: without a bound, a host whose
+    pages never end (or list no objects) held the worker until the time limit, or crashed the run."""
+    from evals.models import Dataset, DatasetItem
+    from evals.services.benchmarks import push_dataset
+    from evals.services.datasets import MAX_DATASET_ITEMS
+
+    dataset = Dataset.objects.create(project=acme.project, name="qa")
+    items = [DatasetItem.objects.create(dataset=dataset, external_id="q1", input="question")]
+    upserts: list[dict[str, Any]] = []
+
+    class Hostile:
+        read = 0
+
+        def dataset(self, name: str) -> dict[str, Any]:
+            return {"name": name}
+
+        def dataset_items(self, name: str) -> Any:
+            while self.read < 3 * MAX_DATASET_ITEMS:
+                self.read += 1
+                yield "not an object" if self.read % 2 else {"id": f"x{self.read}"}
+            raise AssertionError("still reading the hostile server's pages")
+
+        def upsert_dataset_item(self, body: dict[str, Any]) -> None:
+            upserts.append(body)
+
+    hostile = Hostile()
+    assert push_dataset(hostile, dataset, items) == "qa"  # type: ignore[arg-type]
+    assert hostile.read <= MAX_DATASET_ITEMS + 1 and [u["id"] for u in upserts] == ["q1"]
