@@ -87,3 +87,26 @@ def test_viewers_cannot_issue_and_only_admins_read_the_audit_log(acme: Tenant) -
     assert response.status_code == 403
     assert viewer.get(f"/orgs/{acme.org.slug}/audit/").status_code == 403
     assert login(acme, "admin").get(f"/orgs/{acme.org.slug}/audit/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["owner", "viewer"])
+def test_no_page_shows_another_tenants_names(acme: Tenant, globex: Tenant, role: str) -> None:
+    """Every page of acme, for its owner and its viewer, with both tenants' objects interleaved:
+    none of globex's names (each carries its slug) is on it."""
+    from gateway.services import keys
+    from portal.access import actor_for_user
+
+    for t in (globex, acme, globex):
+        keys.key_create(actor=actor_for_user(t.org, t.users["owner"]),
+                        data={"name": f"{t.org.slug} page key", "team": t.team, "project": t.project})
+    client = login(acme, role)
+    pages = ["", "keys/", "routes/", "audit/", f"projects/{acme.project.pk}/"]
+    for page in pages:
+        response = client.get(f"/orgs/{acme.org.slug}/{page}")
+        assert response.status_code in (200, 403), page
+        html = response.content.decode().lower()
+        assert "acme" in html or response.status_code == 403, page  # the page shows acme's own names
+        leaked = [m for m in globex.foreign_markers() if m.lower() in html]
+        assert leaked == [], (page, leaked)
+    assert client.get("/").status_code in (200, 302)
