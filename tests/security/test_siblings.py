@@ -589,3 +589,55 @@ def test_a_benchmark_reads_a_bounded_listing_of_the_langfuse_dataset(acme: Tenan
     hostile = Hostile()
     assert push_dataset(hostile, dataset, items) == "qa"  # type: ignore[arg-type]
     assert hostile.read <= MAX_DATASET_ITEMS + 1 and [u["id"] for u in upserts] == ["q1"]
+
+
+# The Langfuse client trusts a host of the tenant's choosing -----------------------------------------
+
+
+def hostile_langfuse(answer: Any) -> Any:
+    """A Langfuse client whose far side answers every request with `answer(n)` (n: the request's number)."""
+    import httpx
+
+    from evals.langfuse_client import LangfuseClient
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] > 5000:
+            raise AssertionError("still requesting pages from the hostile host")
+        return answer(calls["n"])
+
+    client = LangfuseClient("https://93.184.216.34", "pk", "sk", transport=httpx.MockTransport(handler),
+                            max_retries=0)
+    return client, calls
+
+
+@pytest.mark.xfail(strict=True, reason="evals/langfuse_client.py (helper C): pages() and cursor_pages() follow "
+                                       "the host's totalPages / cursor without a bound: see the report")
+def test_the_langfuse_client_pages_a_bounded_number_of_times() -> None:
+    import httpx
+
+    from evals.langfuse_client import LangfuseError
+
+    client, calls = hostile_langfuse(lambda n: httpx.Response(200, json={
+        "data": [{"id": f"c{n}", "name": "other"}], "meta": {"totalPages": 10**9, "cursor": f"next{n}"}}))
+    with pytest.raises(LangfuseError):
+        client.score_config("helpfulness", "NUMERIC")  # score configs, before every evaluation run
+    assert calls["n"] <= 1000
+
+
+@pytest.mark.xfail(strict=True, reason="evals/langfuse_client.py (helper C): answers that are not JSON objects, "
+                                       "too deep or too large are not refused: see the report")
+@pytest.mark.parametrize("body", [b"[1, 2]", b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"data": [], "x": "' + b"x" * (40 * 1024 * 1024) + b'"}'])
+def test_the_langfuse_client_refuses_answers_of_the_wrong_shape_or_size(body: bytes) -> None:
+    """A list where an object is expected raised AttributeError (a 500 in the request, a crash on the
+    worker), deep nesting RecursionError, and a 40 MB answer was read into memory whole."""
+    import httpx
+
+    from evals.langfuse_client import LangfuseError
+
+    client, _ = hostile_langfuse(lambda n: httpx.Response(200, content=body))
+    with pytest.raises(LangfuseError):
+        list(client.pages("/api/public/score-configs", {"limit": 100}))
