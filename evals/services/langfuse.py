@@ -14,6 +14,7 @@ from gateway import changes
 from portal import audit, outbound
 from portal.access import Actor
 from portal.models import OrgRole, Project
+from portal.secretrefs import refuse_secret_references
 
 FIELDS = ("host", "public_key", "enabled", "server_version", "langfuse_project_name")
 
@@ -29,8 +30,17 @@ def _same_host(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
+def refuse_references(host: str, public_key: str, secret_key: str) -> None:
+    """The gateway hands these to LiteLLM's Langfuse logging, which resolves
+    secret references in them: an `os.environ/NAME` public key would send the
+    gateway's own secrets to the host as credentials."""
+    for field, value in (("host", host), ("public_key", public_key), ("secret_key", secret_key)):
+        refuse_secret_references(value, field)
+
+
 def check_keys(host: str, public_key: str, secret_key: str) -> dict[str, Any]:
     """Health and an authenticated call, with a message a user can act on."""
+    refuse_references(host, public_key, secret_key)
     outbound.validate("host", host)
     with LangfuseClient(host, public_key, secret_key, timeout=5, max_retries=1) as client:
         try:
@@ -86,6 +96,7 @@ def org_key_save(*, actor: Actor, host: str, public_key: str, secret_key: str) -
     actor.require(OrgRole.ADMIN)
     if not secret_key:  # never checked against a new host with the stored one
         raise ValidationError({"secret_key": "Enter the secret key: it is needed on every save."})
+    refuse_references(host, public_key, secret_key)
     outbound.validate("host", host)
     with LangfuseClient(host, public_key, secret_key, timeout=5, max_retries=1) as client:
         try:

@@ -367,3 +367,20 @@ def test_a_budget_added_mid_period_starts_from_the_periods_spend(acme: Tenant, s
     r = redis.Redis.from_url(django_settings.REDIS_URL, decode_responses=True)
     label = contract.period_start("monthly", timezone.now())
     assert int(r.get(contract.budget_keys(scope, ident, label)[0]) or 0) == 5 * contract.NANO
+
+
+@pytest.mark.parametrize("field", ["public_key", "secret_key"])
+def test_langfuse_keys_that_are_secret_references_are_refused(
+        acme: Tenant, langfuse_standin: LangfuseStandin, field: str) -> None:
+    """LiteLLM resolves `os.environ/NAME` in the Langfuse logging vars the gateway hands it:
+    a project's public key `os.environ/LITELLM_MASTER_KEY` would send the gateway's master key
+    to the Langfuse host as a credential."""
+    body = {"host": langfuse_standin.url, "public_key": PUBLIC_KEY, "secret_key": SECRET_KEY,
+            field: "os.environ/LITELLM_MASTER_KEY"}
+    response = acme.client("owner").put(acme.url(f"projects/{acme.project.pk}/langfuse/"), body, format="json")
+    assert response.status_code == 400, response.content
+    assert "secret reference" in " ".join(response.json()[field])
+    assert "LITELLM_MASTER_KEY" not in response.content.decode()
+    org_key = acme.client("owner").put(acme.url("langfuse/"), body, format="json")
+    assert org_key.status_code == 400 and field in org_key.json(), org_key.content
+    assert not langfuse_standin.requests  # refused before any call
