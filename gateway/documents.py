@@ -15,7 +15,7 @@ from gateway.models import KeyGraceHash, ModelRoute, RouteDeployment, VirtualKey
 from gateway.plugin import sealed
 from gateway.plugin.secretrefs import find_secret_reference
 from gateway.providers import litellm_params
-from portal import crypto
+from portal import crypto, outbound
 from portal.models import BudgetFields, Organization, Project, Team
 
 MILLION = Decimal(1_000_000)
@@ -30,6 +30,19 @@ def _sealer(keys: tuple[str, ...]) -> sealed.Sealer:
 def seal(value: str, field: str) -> str:
     """A secret as the proxies receive it: sealed with GATEWAY_SEALING_KEY."""
     return _sealer(tuple(settings.GATEWAY_SEALING_KEYS)).seal(value, field)
+
+
+def refused_address(url: str) -> bool:
+    """Whether the outbound policy refuses a URL the proxies would call. The
+    portal checks it when a tenant saves it; this check again at every push
+    covers rows saved before the policy, or under a wider allowance, and a
+    name that has since moved inside (the proxies call it without the
+    portal's pinned transport)."""
+    try:
+        outbound.check_url(url)
+    except outbound.OutboundRefused:
+        return True
+    return False
 
 
 def _money(value: Decimal | None) -> float | None:
@@ -99,6 +112,10 @@ def project_langfuse(project: Project) -> dict[str, str] | None:
         log.error("gateway: the Langfuse connection of project %s holds a secret reference in %s; "
                   "its traces are not sent", project.pk, where)
         return None
+    if refused_address(target["host"]):
+        log.error("gateway: the Langfuse host of project %s is on a network the portal does not connect to; "
+                  "its traces are not sent", project.pk)
+        return None
     return {**target, "secret_key": seal(target["secret_key"], "langfuse_secret_key")}
 
 
@@ -115,6 +132,11 @@ def _deployment_entry(route: ModelRoute, dep: RouteDeployment, group: str, *,
         log.error("gateway: deployment %s of route %s holds a secret reference in %s; it is disabled",
                   dep.pk, group, where)
         return sealed.unavailable_entry(group, f"dep-{dep.pk}", "reference")
+    base = entry["litellm_params"].get("api_base")
+    if isinstance(base, str) and refused_address(base):
+        log.error("gateway: deployment %s of route %s has an api_base on a network the portal does not connect "
+                  "to; it is disabled", dep.pk, group)
+        return sealed.unavailable_entry(group, f"dep-{dep.pk}", "outbound")
     if seal_secrets:
         params = entry["litellm_params"]
         for field in sealed.SECRET_PARAMS & params.keys():

@@ -120,6 +120,8 @@ REASONS = {  # words the gateway's error filter keeps (gateway/plugin/guard.py `
                "(the proxy's GATEWAY_SEALING_KEY is missing or not the portal's). Tell the platform operator.",
     "reference": "This route cannot be used: its configuration holds a secret reference, which the gateway "
                  "refuses. An admin of your organization must correct the route in the portal.",
+    "outbound": "This route cannot be used: its provider address is on a network the portal does not connect "
+                "to. An admin of your organization must correct the credential's api_base in the portal.",
 }
 
 

@@ -197,3 +197,35 @@ def test_the_policy_transport_refuses_before_any_connection(no_allowance: None) 
     with httpx.Client(transport=transport) as client, pytest.raises(outbound.OutboundRefused):
         client.get("http://[::ffff:169.254.169.254]/latest/meta-data/")
     assert seen == []
+
+
+# What the proxies call is checked again at every push -----------------------------------
+
+@pytest.mark.django_db
+def test_rows_saved_before_the_policy_are_not_pushed_to_the_proxies(acme: Any, settings: Any) -> None:
+    """The proxies call a deployment's api_base and send the project's Langfuse secret to its
+    host without the portal's pinned transport. A row saved before the policy (planted here
+    past the API's validation) must not reach them."""
+    from evals.models import LangfuseConnection
+    from gateway import documents
+    from gateway.models import ProviderCredential, RouteDeployment
+    from portal import crypto
+
+    settings.PORTAL_OUTBOUND_ALLOWED_NETWORKS = []
+    cred = ProviderCredential.objects.create(
+        organization=acme.org, name="planted vllm", provider="openai_compatible",
+        settings={"api_base": "http://169.254.169.254/v1"}, secrets_encrypted=crypto.encrypt_json({}))
+    RouteDeployment.objects.filter(route=acme.route).update(credential=cred)
+    conn = LangfuseConnection(project=acme.project, host="http://10.0.0.7:3000", public_key="pk-lf-planted")
+    conn.set_secret_key("sk-lf-planted")
+    conn.save()
+
+    entries = [e for e in documents.models_document()["model_list"] if e["model_name"] == acme.route.model_group]
+    assert entries and all(e["litellm_params"]["model"] == "portal_unavailable/outbound" for e in entries)
+    assert "169.254.169.254" not in json.dumps(entries)
+    acme.project.refresh_from_db()
+    assert documents.project_document(acme.project)["langfuse"] is None
+
+    settings.PORTAL_OUTBOUND_ALLOWED_NETWORKS = ["10.0.0.0/8"]  # a platform that allows its network
+    acme.project.refresh_from_db()
+    assert documents.project_document(acme.project)["langfuse"]["host"] == "http://10.0.0.7:3000"
