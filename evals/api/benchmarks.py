@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from evals.api.serializers import RouteName
-from evals.api.views import ProjectScopedViewSet
+from evals.api.views import BUSY, ProjectScopedViewSet
 from evals.models import Benchmark, BenchmarkRun, Dataset, Evaluator
 from evals.services import benchmarks
 
@@ -108,10 +108,11 @@ class BenchmarkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
         benchmarks.benchmark_delete(actor=self.actor, benchmark=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses={202: BenchmarkRunSerializer})
+    @extend_schema(request=None, responses={202: BenchmarkRunSerializer, 409: BUSY})
     @action(detail=True, methods=["post"], url_path="run")
     def run(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Run the benchmark now (one run at a time: 409 while one is in progress)."""
+        """Run the benchmark now (one run at a time: 409 while one is in progress, or while the organization
+        has as many benchmark runs in progress as it may)."""
         run = benchmarks.run_create(actor=self.actor, benchmark=self.get_object())
         return Response(BenchmarkRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -18,6 +18,8 @@ from evals.services import evaluators, langfuse, reports
 from evals.templates import TEMPLATES
 from portal.api.base import OrgScopedViewSet
 from portal.models import OrgRole, Project
+
+BUSY = OpenApiResponse(description="Too much work in progress: wait for a run to finish (the detail says which).")
 
 
 class ProjectScopedViewSet(OrgScopedViewSet):
@@ -161,10 +163,11 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
         evaluators.schedule_delete(actor=self.actor, schedule=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses={202: s.RunSerializer})
+    @extend_schema(request=None, responses={202: s.RunSerializer, 409: BUSY})
     @action(detail=True, methods=["post"], url_path="run")
     def run_now(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Run the schedule now, on the window since its last successful run."""
+        """Run the schedule now, on the window since its last successful run (409 while a run of it is in
+        progress, or while the organization has as many runs in progress as it may)."""
         schedule = self.get_object()
         self.actor.require_team_manager(self.project().team_id)
         run = evaluators.run_create(project=self.project(), evaluator=schedule.evaluator, schedule=schedule)
@@ -182,9 +185,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     def get_serializer_context(self) -> dict[str, Any]:
         return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
 
-    @extend_schema(request=s.RunRequestSerializer, responses={202: s.RunSerializer})
+    @extend_schema(request=s.RunRequestSerializer, responses={202: s.RunSerializer, 409: BUSY})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Evaluate a window of traces once, outside any schedule."""
+        """Evaluate a window of traces once, outside any schedule (409 while the organization has as many runs
+        in progress as it may)."""
         self.actor.require_team_manager(self.project().team_id)
         serializer = s.RunRequestSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
