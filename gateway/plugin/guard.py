@@ -124,6 +124,9 @@ PLAIN = {400: "The model's provider refused the request as it was sent.",
          408: "The model's provider did not answer in time; retry in a moment.",
          429: "The model's provider is rate limiting this route; retry in a moment."}
 DROPPED_RESPONSE_HEADERS = (b"x-litellm-", b"llm_provider-")
+# The caller's own cost of this request: the portal's workers read it (evals/gateway_client.py),
+# and it tells a client nothing about anyone else.
+KEPT_RESPONSE_HEADERS = frozenset({b"x-litellm-response-cost"})
 
 
 def public_message(message: str, status: int, route: str | None = None, group: str | None = None) -> str:
@@ -158,7 +161,8 @@ def public_error(payload: bytes, status: int, route: str | None, group: str | No
 
 
 def public_headers(headers: list[tuple[bytes, bytes]], length: int | None = None) -> list[tuple[bytes, bytes]]:
-    kept = [(n, v) for n, v in headers if not n.lower().startswith(DROPPED_RESPONSE_HEADERS)
+    kept = [(n, v) for n, v in headers
+            if (n.lower() in KEPT_RESPONSE_HEADERS or not n.lower().startswith(DROPPED_RESPONSE_HEADERS))
             and (length is None or n.lower() != b"content-length")]
     return kept if length is None else [*kept, (b"content-length", str(length).encode())]
 
