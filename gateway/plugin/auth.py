@@ -254,6 +254,14 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         log.warning("gateway: state store error in auth: %s", type(exc).__name__)
         raise fail(503, "The gateway cannot use its state store right now; retry in a few seconds.",
                    "service_unavailable", "gateway_unavailable", {"Retry-After": "2"}) from None
+    except ProxyException:
+        raise
+    except Exception:
+        # A document the plugin cannot read (corrupt, or of a newer layout): the gateway's fault too.
+        log.exception("gateway: unexpected error in auth")
+        raise fail(503, "The gateway could not check this request; retry in a few seconds. If it goes on, tell "
+                        "an admin of the platform.", "service_unavailable", "gateway_error",
+                   {"Retry-After": "5"}) from None
 
 
 async def _authenticate(st: GatewayState, request: Request, api_key: str) -> UserAPIKeyAuth:

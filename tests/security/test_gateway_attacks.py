@@ -277,3 +277,21 @@ def test_a_failure_after_the_reservation_releases_it(stack: Stack, live_acme: Te
     events = [json.loads(e["event"]) for _, e in stack.client().xrange(contract.USAGE_STREAM)]
     mine = [e for e in events if e["key_id"] == key["id"]]
     assert len({e["request_id"] for e in mine}) == len(mine), "a request was settled twice"
+
+
+def test_an_error_in_auth_after_the_reservation_gives_it_back(stack: Stack, live_acme: Tenant) -> None:
+    """A project document the plugin cannot use (here a Langfuse target without its keys) fails the
+    request after its reservation was made: the gateway answers 503 and holds nothing."""
+    key = issue_key(live_acme, max_budget="10")
+    gw = stack.gateways[0].url
+    assert post(gw, key["key"], body={"model": "chat", "messages": HELLO}).status_code == 200
+    r = stack.client()
+    name = contract.project_doc(live_acme.project.pk)
+    doc = json.loads(r.get(name) or "{}")
+    r.set(name, json.dumps({**doc, "v": 10 ** 12, "langfuse": {"host": "http://127.0.0.1:9"}}))
+    r.publish(contract.EVENTS, json.dumps({"type": "project", "id": live_acme.project.pk}))
+    time.sleep(0.3)
+    response = post(gw, key["key"], body={"model": "chat", "messages": HELLO})
+    assert response.status_code == 503, (response.status_code, response.text[:300])
+    assert response.headers.get("retry-after") and "retry" in error_of(response)
+    assert spend(stack, "key", key["id"], 1) == 0, "the reservation is still held"
