@@ -76,7 +76,7 @@ def is_master(headers: list[tuple[bytes, bytes]]) -> bool:
 def clean_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
     """Without LiteLLM's steering headers (timeouts, retries, tags, callbacks, spend metadata...)."""
     kept = [(n, v) for n, v in headers
-            if n.lower() not in (b"content-length", b"content-type", b"transfer-encoding")
+            if n.lower() not in (b"content-length", b"content-type", b"transfer-encoding", b"content-encoding")
             and (not n.lower().startswith(b"x-litellm-") or n.lower() in KEPT_LITELLM_HEADERS)]
     return [*kept, (b"content-type", b"application/json"), (b"content-length", str(length).encode())]
 
