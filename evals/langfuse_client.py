@@ -31,6 +31,11 @@ from portal.outbound import OutboundRefused, PolicyTransport
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The host is a tenant's: what it answers is bounded, so that it cannot hold a worker for ever
+# or fill its memory (a real Langfuse pages 100 items at a time and answers far below this).
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_PAGES = 10_000  # one listing: a million items at 100 a page
+MAX_CONFIG_PAGES = 50  # score configs, read before every evaluation run
 
 
 class LangfuseError(Exception):
@@ -79,8 +84,7 @@ class LangfuseClient:
         attempt = 0
         while True:
             try:
-                response = self.http.request(method, path, params=params, json=json_body,
-                                             headers=None if auth else {"Authorization": ""})
+                response = self._send(method, path, params=params, json_body=json_body, auth=auth)
             except OutboundRefused as exc:
                 raise LangfuseError(f"Langfuse at {self.host}: {exc}", permanent=True) from None
             except httpx.TimeoutException as exc:
@@ -92,8 +96,8 @@ class LangfuseClient:
             else:
                 if response.status_code < 300:
                     try:
-                        return response.json() if response.content else None
-                    except ValueError:
+                        return json.loads(response.content) if response.content else None
+                    except (ValueError, RecursionError):
                         raise LangfuseError(f"Langfuse at {self.host} did not answer with JSON; check the host.",
                                             status=response.status_code, permanent=True) from None
                 error = self._error(response)
@@ -107,6 +111,26 @@ class LangfuseClient:
             log.info("langfuse %s %s failed (%s); retry %d in %.1f s", method, path, error.status or "network",
                      attempt, delay)
             time.sleep(delay)
+
+    def _send(self, method: str, path: str, *, params: Any, json_body: Any, auth: bool) -> httpx.Response:
+        """One request, its answer read up to MAX_RESPONSE_BYTES (a longer one is an error, not read whole)."""
+        request = self.http.build_request(method, path, params=params, json=json_body,
+                                          headers=None if auth else {"Authorization": ""})
+        response = self.http.send(request, stream=True)
+        try:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():  # decoded: a compressed answer is bounded by what it inflates to
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise LangfuseError(f"Langfuse at {self.host} answered more than {MAX_RESPONSE_BYTES // 2**20} "
+                                        "MiB to one request; check the host.", status=response.status_code,
+                                        permanent=True)
+                chunks.append(chunk)
+        finally:
+            response.close()
+        headers = [(k, v) for k, v in response.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=request)
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -163,7 +187,7 @@ class LangfuseClient:
 
     def server(self) -> ServerInfo:
         if self._server is None:
-            health = self.request("GET", "/api/public/health", auth=False) or {}
+            health = self.object("GET", "/api/public/health", auth=False)
             version = str(health.get("version") or "3")
             try:
                 major = int(version.lstrip("v").split(".")[0])
@@ -175,14 +199,15 @@ class LangfuseClient:
     def check(self) -> dict[str, Any]:
         """Health and an authenticated call: the project these keys belong to."""
         info = self.server()
-        projects = self.request("GET", "/api/public/projects") or {}
-        data = projects.get("data") or []
-        return {"version": info.version, "api": info.api, "project": data[0] if data else None}
+        data, _ = self.page("/api/public/projects", {})
+        return {"version": info.version, "api": info.api,
+                "project": data[0] if data and isinstance(data[0], dict) else None}
 
     # Organization API (an organization key; enterprise entitlement) ------
 
     def organization_projects(self) -> list[dict[str, Any]]:
-        return (self.request("GET", "/api/public/organizations/projects") or {}).get("projects", [])
+        projects = self.object("GET", "/api/public/organizations/projects").get("projects") or []
+        return [p for p in projects if isinstance(p, dict)] if isinstance(projects, list) else []
 
     def create_project(self, name: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.request("POST", "/api/public/projects",
@@ -193,27 +218,52 @@ class LangfuseClient:
 
     # Paging ------------------------------------------------------------
 
-    def pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item of a page-numbered list (`page`, `meta.totalPages`)."""
-        page = 1
-        while True:
-            body = self.request("GET", path, params={**params, "page": page}) or {}
-            data = body.get("data") or []
-            yield from data
-            if not data or page >= int((body.get("meta") or {}).get("totalPages") or 0):
-                return
-            page += 1
+    def object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """`request` for an answer that must be a JSON object (or empty)."""
+        body = self.request(method, path, **kwargs) or {}
+        if not isinstance(body, dict):
+            raise LangfuseError(f"Langfuse at {self.host} answered {path} with an unexpected shape; check the host.",
+                                permanent=True)
+        return body
 
-    def cursor_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item of a cursor-paged list (`meta.cursor`, v4)."""
+    def page(self, path: str, params: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """One page of a list: its items and its `meta`, or an error when the answer has another shape."""
+        body = self.object("GET", path, params=params)
+        data, meta = body.get("data"), body.get("meta")
+        if not isinstance(data or [], list) or not isinstance(meta or {}, dict):
+            raise LangfuseError(f"Langfuse at {self.host} answered {path} with an unexpected shape; check the host.",
+                                permanent=True)
+        return data or [], meta or {}
+
+    def _too_many_pages(self, path: str, max_pages: int) -> LangfuseError:
+        return LangfuseError(f"Langfuse at {self.host} listed more than {max_pages} pages for {path}; stopped there.",
+                             permanent=True)
+
+    def pages(self, path: str, params: dict[str, Any], *, max_pages: int = MAX_PAGES) -> Iterator[dict[str, Any]]:
+        """Every item of a page-numbered list (`page`, `meta.totalPages`), at most `max_pages` pages."""
+        for page in range(1, max_pages + 1):
+            data, meta = self.page(path, {**params, "page": page})
+            yield from data
+            try:
+                total = int(meta.get("totalPages") or 0)
+            except (TypeError, ValueError):
+                total = 0
+            if not data or page >= total:
+                return
+        raise self._too_many_pages(path, max_pages)
+
+    def cursor_pages(self, path: str, params: dict[str, Any], *, max_pages: int = MAX_PAGES
+                     ) -> Iterator[dict[str, Any]]:
+        """Every item of a cursor-paged list (`meta.cursor`, v4), at most `max_pages` pages."""
         params = dict(params)
-        while True:
-            body = self.request("GET", path, params=params) or {}
-            yield from body.get("data") or []
-            cursor = (body.get("meta") or {}).get("cursor")
-            if not cursor:
+        for _ in range(max_pages):
+            data, meta = self.page(path, params)
+            yield from data
+            cursor = meta.get("cursor")
+            if not cursor or not isinstance(cursor, str):
                 return
             params["cursor"] = cursor
+        raise self._too_many_pages(path, max_pages)
 
     # Traces and observations -------------------------------------------
 
@@ -249,8 +299,9 @@ class LangfuseClient:
 
     def score_config(self, name: str, data_type: str, **spec: Any) -> dict[str, Any]:
         """The score config of this name and type, created if missing."""
-        for config in self.pages("/api/public/score-configs", {"limit": 100}):
-            if config.get("name") == name and config.get("dataType") == data_type and not config.get("isArchived"):
+        for config in self.pages("/api/public/score-configs", {"limit": 100}, max_pages=MAX_CONFIG_PAGES):
+            if isinstance(config, dict) and config.get("name") == name and config.get("dataType") == data_type \
+                    and not config.get("isArchived"):
                 return config
         return self.request("POST", "/api/public/score-configs", json_body={"name": name, "dataType": data_type,
                                                                              **spec})
