@@ -77,6 +77,8 @@ class Command(BaseCommand):
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", "the portal"),
             "GATEWAY_SEALING_KEY": ",".join(settings.GATEWAY_SEALING_KEYS),
+            # Settlements Redis refuses are kept here until it takes them again (gateway/plugin/spool.py).
+            "PORTAL_GATEWAY_SPOOL_DIR": os.environ.get("PORTAL_GATEWAY_SPOOL_DIR") or str(directory / "spool"),
         }
         # The proxy needs none of the portal's own secrets. And no REDIS_*: LiteLLM would use that
         # Redis for its own caches on every request; the plugin reads PORTAL_GATEWAY_REDIS_URL.
