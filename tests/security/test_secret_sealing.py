@@ -126,3 +126,18 @@ def test_the_litellm_admin_mode_never_pushes_a_reference_and_pushes_its_own_plai
     dep = gpt.deployments.get()
     # that LiteLLM keeps the secret in its own database, encrypted with its own key
     assert payloads[litellm_admin.deployment_id(dep.pk)]["litellm_params"]["api_key"] == "sk-provider-secret-value"
+
+
+def test_the_proxy_inherits_only_the_gateways_own_settings() -> None:
+    """LiteLLM reads provider defaults from its environment and resolves `os.environ/NAME`
+    from it: `manage.py gateway` hands the proxy the system's basics and the gateway's own
+    settings, nothing of the portal's."""
+    from gateway.management.commands.gateway import proxy_base_env
+
+    parent = {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "PYTHONPATH": "/app",
+              "PORTAL_GATEWAY_CACHE_TTL": "60", "LITELLM_LOG": "INFO", "DJANGO_SECRET_KEY": "django-secret",
+              "PORTAL_ENCRYPTION_KEYS": "fernet", "DATABASE_URL": "postgres://u:p@db/portal",
+              "REDIS_URL": "redis://redis/0", "EMAIL_URL": "smtp://u:p@mail", "OPENAI_API_KEY": "sk-operator",
+              "AWS_SECRET_ACCESS_KEY": "aws-secret", "LANGFUSE_SECRET_KEY": "sk-lf-platform"}
+    assert proxy_base_env(parent) == {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "PYTHONPATH": "/app",
+                                      "PORTAL_GATEWAY_CACHE_TTL": "60", "LITELLM_LOG": "INFO"}

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,22 @@ def render() -> dict[str, Any]:
     }
 
 
+# What the proxy inherits from this process's environment: the system's basics and the
+# gateway's own settings. Nothing of the portal's (DJANGO_SECRET_KEY, PORTAL_ENCRYPTION_KEYS,
+# DATABASE_URL, mail, a provider key an operator exported...): LiteLLM reads its environment
+# for provider defaults, and resolves `os.environ/NAME` from it. No REDIS_* either: LiteLLM would
+# use that Redis for its own caches on every request; the plugin reads PORTAL_GATEWAY_REDIS_URL.
+INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "VIRTUAL_ENV",
+                       "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY",
+                       "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "GATEWAY_REDIS_PREFIX",
+                       "PORTAL_PUBLIC_URL"})
+INHERITED_PREFIXES = ("LC_", "PYTHON", "PORTAL_GATEWAY_", "LITELLM_", "OTEL_")
+
+
+def proxy_base_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+
+
 class Command(BaseCommand):
     help = "Render the LiteLLM config and start the LiteLLM proxy with the plugin (it loads the routes from Redis)."
 
@@ -70,7 +87,7 @@ class Command(BaseCommand):
         if litellm is None:
             raise CommandError("The litellm proxy is not installed (pip install 'litellm[proxy]').")
         proxy_env = {
-            **os.environ,
+            **proxy_base_env(os.environ),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.BASE_DIR), os.environ.get("PYTHONPATH")])),
             "PORTAL_GATEWAY_REDIS_URL": settings.REDIS_URL,
             "LITELLM_MASTER_KEY": settings.LITELLM_MASTER_KEY or "sk-" + secrets.token_urlsafe(32),
@@ -80,11 +97,6 @@ class Command(BaseCommand):
             # Settlements Redis refuses are kept here until it takes them again (gateway/plugin/spool.py).
             "PORTAL_GATEWAY_SPOOL_DIR": os.environ.get("PORTAL_GATEWAY_SPOOL_DIR") or str(directory / "spool"),
         }
-        # The proxy needs none of the portal's own secrets. And no REDIS_*: LiteLLM would use that
-        # Redis for its own caches on every request; the plugin reads PORTAL_GATEWAY_REDIS_URL.
-        for name in ("DJANGO_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL",
-                     "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "EMAIL_URL"):
-            proxy_env.pop(name, None)
         argv = [litellm, "--config", str(path), "--host", host, "--port", str(port), "--num_workers", str(workers)]
         self.stdout.write(f"Starting LiteLLM on http://{host}:{port}; the plugin loads the routes from Redis")
         self.stdout.flush()
