@@ -66,7 +66,8 @@ def check_version(project: Project, data: dict[str, Any]) -> None:
 def _definition(data: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     if data.get("template"):
         base = {**base, **template(data["template"])}
-    return {**base, **{k: v for k, v in data.items() if k in VERSION_FIELDS}}
+    merged = {**base, **data}
+    return {k: merged[k] for k in VERSION_FIELDS if k in merged}  # a template also names a description
 
 
 @transaction.atomic

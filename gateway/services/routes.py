@@ -37,6 +37,8 @@ def _set_deployments(route: ModelRoute, deployments: list[dict[str, Any]]) -> No
     route.deployments.all().delete()
     for position, d in enumerate(deployments):
         params = providers.validate_deployment_params(d.get("litellm_params") or {})
+        if not isinstance(d.get("model"), str) or not d["model"]:
+            raise ValidationError({"deployments": [f"[{position}] model: This field is required."]})
         providers.validate_deployment_model(d["model"], position)
         credential = d.get("credential")
         if credential is None and "mock_response" not in params:
