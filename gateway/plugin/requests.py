@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,32 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-DECODER = json.JSONDecoder(parse_constant=_no_constant)
+class Unrepresentable(ValueError):
+    """A JSON value Python's parser reads one way and LiteLLM's (orjson) another, or refuses."""
+
+
+INT_LIMIT = 2 ** 63  # orjson reads larger integers as floats (losing digits), or refuses them
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 is inf to Python, an error to orjson
+        raise Unrepresentable(f"The request body holds a number too large to represent ({text[:40]}): "
+                              "numbers must be within about ±1.8e308.")
+    return value
+
+
+def _int(text: str) -> int:
+    value = int(text) if len(text) <= 20 else None
+    if value is None or not -INT_LIMIT <= value < INT_LIMIT:
+        raise Unrepresentable(f"The request body holds an integer outside the 64-bit range ({text[:40]}"
+                              f"{'...' if len(text) > 40 else ''}): integers must be between -2^63 and 2^63-1.")
+    return value
+
+
+DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_float, parse_int=_int)
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap: most bodies have none
+SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, a paired escape is one character: these are lone
 
 
 def parse(raw: bytes, content_type: str) -> dict[str, Any]:
@@ -81,6 +107,8 @@ def parse(raw: bytes, content_type: str) -> dict[str, Any]:
         body = DECODER.decode(text)
     except RecursionError:
         raise too_deep() from None
+    except Unrepresentable as exc:
+        raise invalid(str(exc), code="invalid_number") from None
     except ValueError as exc:
         where = f" at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise invalid(f"The request body is not valid JSON{where}.", code="invalid_json") from None
@@ -88,7 +116,33 @@ def parse(raw: bytes, content_type: str) -> dict[str, Any]:
         raise invalid(f"The request body must be a JSON object, not a JSON {json_type(body)}.")
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and depth(body) > MAX_DEPTH:  # counting is much cheaper
         raise too_deep()
+    if SURROGATE_ESCAPE.search(raw):
+        lone_surrogates(body)
     return body
+
+
+def lone_surrogates(body: dict[str, Any]) -> None:
+    """Refuse an escaped unpaired surrogate (`"\\ud800"`) anywhere in the body: Python's parser
+    accepts it, orjson (LiteLLM's) refuses it with its own words, and no provider can encode it."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for name, value in item.items():
+                here = f"{where}.{name}" if where else name
+                if SURROGATE.search(name):
+                    raise surrogate(here)
+                stack.append((value, here))
+        elif isinstance(item, list):
+            stack.extend((value, f"{where}[{i}]") for i, value in enumerate(item))
+        elif isinstance(item, str) and SURROGATE.search(item):
+            raise surrogate(where)
+
+
+def surrogate(where: str) -> Refusal:
+    place = SURROGATE.sub("?", where)[:120]
+    return invalid(f"The request body holds an invalid Unicode escape in '{place}' (an unpaired surrogate such "
+                   "as \\ud800 without its pair).", code="invalid_encoding")
 
 
 def too_deep() -> Refusal:
@@ -227,13 +281,238 @@ def nullable(check: Check) -> Check:
     return inner
 
 
-def string_or_parts(value: Any, param: str) -> None:
+def anything(value: Any, param: str) -> None:
+    """Any JSON value (already bounded in size and depth); the provider checks it."""
+
+
+# Content parts -------------------------------------------------------------------------------
+# Each route's part types, each with its required fields (and optional ones whose type is checked).
+# LiteLLM answers a part of a type it does not know, or one without its field, with a 500 and its own
+# words ("Invalid user message at index 0 ..."); here it is a 400 that names the part. Unknown extra
+# fields of a known part are left to the provider; `cache_control` (Cline, Anthropic caching) is
+# admitted on every part.
+
+Part = tuple[dict[str, Check], dict[str, Check], tuple[str, ...]]  # required, optional, at least one of
+
+
+def part(required: dict[str, Check] | None = None, optional: dict[str, Check] | None = None,
+         one_of: tuple[str, ...] = ()) -> Part:
+    return required or {}, optional or {}, one_of
+
+
+def image_url(value: Any, param: str) -> None:
+    if isinstance(value, str):
+        return
+    obj(value, param)
+    if "url" not in value:
+        raise invalid(f"'{param}.url' is missing.", f"{param}.url")
+    string()(value["url"], f"{param}.url")
+
+
+def input_audio(value: Any, param: str) -> None:
+    obj(value, param)
+    for name in ("data", "format"):
+        if name not in value:
+            raise invalid(f"'{param}.{name}' is missing.", f"{param}.{name}")
+        string()(value[name], f"{param}.{name}")
+
+
+def file_part(value: Any, param: str) -> None:
+    obj(value, param)
+    for name in ("file_data", "file_id", "filename", "format"):
+        if name in value:
+            string()(value[name], f"{param}.{name}")
+
+
+TEXT = part({"text": string()})
+CHAT_PARTS: dict[str, dict[str, Part]] = {
+    "system": {"text": TEXT}, "developer": {"text": TEXT}, "function": {"text": TEXT},
+    "user": {"text": TEXT, "image_url": part({"image_url": image_url}),
+             "input_audio": part({"input_audio": input_audio}), "file": part({"file": file_part})},
+    "assistant": {"text": TEXT, "refusal": part({"refusal": string()}),
+                  "thinking": part({"thinking": string()}, {"signature": string()}),
+                  "redacted_thinking": part({"data": string()})},
+    "tool": {"text": TEXT, "image_url": part({"image_url": image_url})},
+}
+
+
+def anthropic_blocks(value: Any, param: str) -> None:
+    """What a `tool_result` holds: a string or text, image, document and search result blocks."""
+    parts(ANTHROPIC_RESULT_PARTS, "a string or an array of content blocks")(value, param)
+
+
+ANTHROPIC_RESULT_PARTS: dict[str, Part] = {
+    "text": TEXT, "image": part({"source": obj}), "document": part({"source": obj}, {"title": nullable(string())}),
+    "search_result": part({"source": string(), "title": string(), "content": objects}),
+}
+# Not admitted: `mcp_tool_use` / `mcp_tool_result` (MCP servers are the proxy's) and `container_upload`
+# (a file in a provider container: server state).
+ANTHROPIC_PARTS: dict[str, Part] = {
+    **ANTHROPIC_RESULT_PARTS,
+    "tool_use": part({"id": string(), "name": string(), "input": obj}),
+    "tool_result": part({"tool_use_id": string()}, {"content": anthropic_blocks, "is_error": nullable(boolean)}),
+    "thinking": part({"thinking": string(), "signature": string()}),
+    "redacted_thinking": part({"data": string()}),
+    "server_tool_use": part({"id": string(), "name": string(), "input": obj}),
+    "web_search_tool_result": part({"tool_use_id": string(), "content": anything}),
+}
+ANTHROPIC_SYSTEM_PARTS: dict[str, Part] = {"text": TEXT}
+
+
+RESPONSES_PARTS: dict[str, Part] = {
+    "input_text": TEXT, "output_text": TEXT, "refusal": part({"refusal": string()}),
+    "input_image": part({}, {"image_url": string(), "file_id": string(), "detail": string(32)},
+                        ("image_url", "file_id")),
+    "input_file": part({}, {"file_data": string(), "file_id": string(), "file_url": string(), "filename": string()},
+                       ("file_data", "file_id", "file_url")),
+    "input_audio": part({"input_audio": input_audio}),
+}
+
+
+def check_part(value: dict[str, Any], where: str, spec: Part, noun: str = "part") -> None:
+    required, optional, one_of = spec
+    for name, check in required.items():
+        if name not in value:
+            raise invalid(f"'{where}.{name}' is missing: a '{value.get('type')}' {noun} needs it.", f"{where}.{name}")
+        check(value[name], f"{where}.{name}")
+    for name, check in optional.items():
+        if name in value:
+            check(value[name], f"{where}.{name}")
+    if one_of and not any(name in value for name in one_of):
+        raise invalid(f"'{where}' needs one of {', '.join(one_of)}.", where)
+    if "cache_control" in value and value["cache_control"] is not None:
+        obj(value["cache_control"], f"{where}.cache_control")
+
+
+def parts(allowed: dict[str, Part], expected: str = "a string or an array of content parts") -> Check:
+    """A string, or an array of content parts of the given types."""
+    def check(value: Any, param: str) -> None:
+        if isinstance(value, str):
+            return
+        if not isinstance(value, list):
+            raise wrong(param, expected, value)
+        for i, part in enumerate(value):
+            where = f"{param}[{i}]"
+            obj(part, where)
+            kind = part.get("type")
+            if not isinstance(kind, str) or kind not in allowed:
+                got = f"'{kind[:40]}'" if isinstance(kind, str) else ("missing" if kind is None else json_type(kind))
+                raise invalid(f"'{where}.type' must be one of {', '.join(allowed)} (got {got}).", f"{where}.type")
+            check_part(part, where, allowed[kind])
+    return check
+
+
+RESPONSES_ROLES = ("user", "assistant", "system", "developer")
+RESULT = any_of(string(), objects, expected="a string or an array of content parts")
+# The items a responses `input` may hold, besides messages. Not admitted: `item_reference` (an item
+# the provider stored: server state, like `previous_response_id`), and the calls of the tools this
+# gateway refuses (MCP, computer, local shell, code interpreter, file search; see RESPONSES_TOOLS).
+RESPONSES_ITEMS: dict[str, Part] = {
+    "function_call": part({"call_id": string(), "name": string(), "arguments": string()}),
+    "function_call_output": part({"call_id": string(), "output": RESULT}),
+    "custom_tool_call": part({"call_id": string(), "name": string(), "input": string()}),
+    "custom_tool_call_output": part({"call_id": string(), "output": RESULT}),
+    "reasoning": part({"summary": objects}, {"encrypted_content": nullable(string())}),
+    "web_search_call": part({"id": string()}),
+}
+
+
+def responses_input(value: Any, param: str) -> None:
     if isinstance(value, str):
         return
     if not isinstance(value, list):
-        raise wrong(param, "a string or an array of content parts", value)
-    for i, part in enumerate(value):
-        obj(part, f"{param}[{i}]")
+        raise wrong(param, "a string or an array of items", value)
+    for i, item in enumerate(value):
+        where = f"{param}[{i}]"
+        obj(item, where)
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            if item.get("role") not in RESPONSES_ROLES:
+                raise invalid(f"'{where}.role' must be one of {', '.join(RESPONSES_ROLES)}.", f"{where}.role")
+            if "content" not in item:
+                raise invalid(f"'{where}.content' is missing.", f"{where}.content")
+            parts(RESPONSES_PARTS)(item["content"], f"{where}.content")
+        elif isinstance(kind, str) and kind in RESPONSES_ITEMS:
+            check_part(item, where, RESPONSES_ITEMS[kind], "item")
+        else:
+            got = f"'{kind[:40]}'" if isinstance(kind, str) else ("missing" if kind is None else json_type(kind))
+            raise invalid(f"'{where}.type' must be one of message, {', '.join(RESPONSES_ITEMS)} (got {got}).",
+                          f"{where}.type")
+
+
+# Tools ----------------------------------------------------------------------------------------
+# A tool the provider only describes to the model (a function, a custom tool) is admitted. Tools that
+# LiteLLM or the provider would run with state or servers of their own are refused with a 400 naming
+# `tools[i].type`:
+# - `mcp` everywhere: LiteLLM's proxy runs MCP tools itself, against its own MCP servers
+#   (`server_url: "litellm_proxy"`) or a URL of the caller's choosing (the gateway's network);
+# - chat completions: only `function` (what the OpenAI SDK and Cline send);
+# - responses: `function`, `custom` and web search (priced per call by LiteLLM); not `mcp`,
+#   `computer_use_preview`/`computer`, `code_interpreter` (a provider container), `local_shell`/`shell`,
+#   `file_search` (vector stores: server state, and LiteLLM resolves their ids in its own registry),
+#   `image_generation` (its images are not in the cost LiteLLM reports, so a budget would not see them);
+# - messages (Anthropic): custom tools (a name, no type or `custom`) and Anthropic's typed tools
+#   (`web_search_...`, `text_editor_...`, `bash_...`, `computer_...`, which the client runs), but not
+#   `mcp...` types nor `code_execution_...` (a provider container, unpriced); `mcp_servers` is a control
+#   field (CONTROL).
+REFUSED_TOOL_WHY = ("MCP, computer, shell, code interpreter, file search and image generation tools need servers "
+                    "or state this gateway does not lend to requests")
+RESPONSES_TOOLS = frozenset({"function", "custom", "web_search", "web_search_preview",
+                             "web_search_preview_2025_03_11", "web_search_2025_08_26"})
+NAMED = frozenset({"function", "custom"})
+ANTHROPIC_REFUSED_TOOLS = ("mcp", "code_execution")
+
+
+def named(value: dict[str, Any], where: str) -> None:
+    if "name" not in value:
+        raise invalid(f"'{where}.name' is missing: each tool needs a name.", f"{where}.name")
+    string(256, empty=False)(value["name"], f"{where}.name")
+
+
+def tool_type(tool: dict[str, Any], where: str, allowed: str) -> str:
+    kind = tool.get("type")
+    got = f"'{kind[:40]}'" if isinstance(kind, str) else ("missing" if kind is None else json_type(kind))
+    return f"'{where}.type' must be {allowed} (got {got}): {REFUSED_TOOL_WHY}."
+
+
+def chat_tools(value: Any, param: str) -> None:
+    objects(value, param)
+    for i, tool in enumerate(value):
+        where = f"{param}[{i}]"
+        if tool.get("type") != "function":
+            raise invalid(tool_type(tool, where, "'function'"), f"{where}.type")
+        if "function" not in tool:
+            raise invalid(f"'{where}.function' is missing: a function tool needs it.", f"{where}.function")
+        obj(tool["function"], f"{where}.function")
+        named(tool["function"], f"{where}.function")
+
+
+def chat_functions(value: Any, param: str) -> None:
+    objects(value, param)
+    for i, function in enumerate(value):
+        named(function, f"{param}[{i}]")
+
+
+def responses_tools(value: Any, param: str) -> None:
+    objects(value, param)
+    for i, tool in enumerate(value):
+        where = f"{param}[{i}]"
+        kind = tool.get("type")
+        if not isinstance(kind, str) or kind not in RESPONSES_TOOLS:
+            raise invalid(tool_type(tool, where, f"one of {', '.join(sorted(RESPONSES_TOOLS))}"), f"{where}.type")
+        if kind in NAMED:
+            named(tool, where)
+
+
+def anthropic_tools(value: Any, param: str) -> None:
+    objects(value, param)
+    for i, tool in enumerate(value):
+        where = f"{param}[{i}]"
+        kind = tool.get("type")
+        if kind is not None and (not isinstance(kind, str) or kind.startswith(ANTHROPIC_REFUSED_TOOLS)):
+            raise invalid(tool_type(tool, where, "a custom tool or an Anthropic tool other than mcp... and "
+                                                 "code_execution..."), f"{where}.type")
+        named(tool, where)
 
 
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -256,7 +535,7 @@ def chat_messages(value: Any, param: str) -> None:
             raise invalid(f"'{where}.role' must be one of {', '.join(sorted(CHAT_ROLES))}.", f"{where}.role")
         content = message.get("content")
         if content is not None:
-            string_or_parts(content, f"{where}.content")
+            parts(CHAT_PARTS[role])(content, f"{where}.content")
         elif role not in ("assistant", "function") and "content" not in message:
             raise invalid(f"'{where}.content' is missing.", f"{where}.content")
         if "tool_calls" in message and message["tool_calls"] is not None:
@@ -274,7 +553,7 @@ def anthropic_messages(value: Any, param: str) -> None:
             raise invalid(f"'{where}.role' must be 'user' or 'assistant'.", f"{where}.role")
         if "content" not in message:
             raise invalid(f"'{where}.content' is missing.", f"{where}.content")
-        string_or_parts(message["content"], f"{where}.content")
+        parts(ANTHROPIC_PARTS, "a string or an array of content blocks")(message["content"], f"{where}.content")
 
 
 def embedding_input(value: Any, param: str) -> None:
@@ -313,10 +592,6 @@ def tool_choice(value: Any, param: str) -> None:
     any_of(string(64), obj, expected="a string ('auto', 'none', 'required') or an object")(value, param)
 
 
-def anything(value: Any, param: str) -> None:
-    """Any JSON value (already bounded in size and depth); the provider checks it."""
-
-
 # The public fields of each route ---------------------------------------------------------------
 
 SAMPLING: dict[str, Check] = {
@@ -335,8 +610,8 @@ PROVIDER_EXTRAS: dict[str, Check] = {
 CHAT: dict[str, Check] = {
     "model": string(256, empty=False), "messages": chat_messages, **SAMPLING, **PROVIDER_EXTRAS,
     "max_tokens": nullable(integer(0)), "max_completion_tokens": nullable(integer(0)),
-    "tools": nullable(objects), "tool_choice": nullable(tool_choice), "parallel_tool_calls": nullable(boolean),
-    "functions": nullable(objects), "function_call": nullable(tool_choice), "top_logprobs": nullable(integer(0, 20)),
+    "tools": nullable(chat_tools), "tool_choice": nullable(tool_choice), "parallel_tool_calls": nullable(boolean),
+    "functions": nullable(chat_functions), "function_call": nullable(tool_choice), "top_logprobs": nullable(integer(0, 20)),
     "response_format": nullable(obj), "reasoning_effort": nullable(string(32)), "prediction": nullable(obj),
     "modalities": nullable(strings), "audio": nullable(obj), "store": nullable(boolean),
     "service_tier": nullable(string(32)), "web_search_options": nullable(obj), "verbosity": nullable(string(32)),
@@ -352,9 +627,9 @@ EMBEDDINGS: dict[str, Check] = {
     "dimensions": nullable(integer(1)), "user": string(256),
 }
 RESPONSES: dict[str, Check] = {
-    "model": string(256, empty=False), "input": any_of(string(), objects, expected="a string or an array of items"),
+    "model": string(256, empty=False), "input": responses_input,
     "instructions": nullable(string()), "max_output_tokens": nullable(integer(0)),
-    "temperature": nullable(number(0, 2)), "top_p": nullable(number(0, 1)), "tools": nullable(objects),
+    "temperature": nullable(number(0, 2)), "top_p": nullable(number(0, 1)), "tools": nullable(responses_tools),
     "tool_choice": nullable(tool_choice), "parallel_tool_calls": nullable(boolean), "stream": nullable(boolean),
     "stream_options": nullable(obj), "reasoning": nullable(obj), "text": nullable(obj),
     "truncation": nullable(one_of("auto", "disabled")), "user": string(256), "store": nullable(boolean),
@@ -364,9 +639,9 @@ RESPONSES: dict[str, Check] = {
 }
 MESSAGES: dict[str, Check] = {
     "model": string(256, empty=False), "messages": anthropic_messages, "max_tokens": integer(0),
-    "system": any_of(string(), objects, expected="a string or an array of text blocks"),
+    "system": parts(ANTHROPIC_SYSTEM_PARTS, "a string or an array of text blocks"),
     "stop_sequences": nullable(strings), "stream": nullable(boolean), "temperature": nullable(number(0, 1)),
-    "top_p": nullable(number(0, 1)), "top_k": nullable(integer(0)), "tools": nullable(objects),
+    "top_p": nullable(number(0, 1)), "top_k": nullable(integer(0)), "tools": nullable(anthropic_tools),
     "tool_choice": nullable(obj), "thinking": nullable(obj), "service_tier": nullable(string(32)),
 }
 API_FIELDS = {"chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS, "responses": RESPONSES,

@@ -139,7 +139,7 @@ def test_an_oversize_body_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_lone_surrogate_is_refused_when_re_encoded() -> None:
-    body = parse(b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}', "application/json")
+    body = {"model": "chat", "messages": [{"role": "user", "content": "\ud800"}]}  # parse refuses it first
     assert "unpaired surrogate" in refusal(lambda: requests.encode(admit("chat", body))).message
 
 
@@ -203,16 +203,37 @@ def test_the_guard_hands_litellm_the_checked_body_and_no_steering_headers(app: A
     assert scope["query_string"] == b"" and scope["path"] == "/v1/chat/completions"
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/key/info"), ("POST", "/v1/files"), ("GET", "/ui/"),
-                                              ("POST", "/openai/deployments/x/chat/completions"),
-                                              ("POST", "/anthropic/v1/messages"), ("GET", "/health"),
-                                              ("POST", "/engines/x/chat/completions"), ("GET", "/")])
+MANAGEMENT = [("GET", "/key/info"), ("GET", "/ui/"), ("GET", "/health"), ("GET", "/"), ("POST", "/model/new")]
+LLM_ALIASES = [("POST", "/v1/files"), ("POST", "/openai/deployments/x/chat/completions"),
+               ("POST", "/anthropic/v1/messages"), ("POST", "/engines/x/chat/completions"),
+               ("POST", "/v1/images/generations"), ("POST", "/v1/rerank"), ("POST", "/v1/audio/speech")]
+
+
+@pytest.mark.parametrize(("method", "path"), MANAGEMENT + LLM_ALIASES)
 def test_portal_keys_reach_only_the_llm_and_model_routes(app: Any, method: str, path: str) -> None:
     outer, inner = app
     status, body = call(outer, method, path, b"{}", {"Authorization": "Bearer sk-tenant"})
     assert status == 404 and body is not None and "/v1/model/info" in body["error"]["message"]
     assert inner.seen == []
+
+
+@pytest.mark.parametrize(("method", "path"), MANAGEMENT)
+def test_the_master_key_keeps_litellms_management_and_health_routes(app: Any, method: str, path: str) -> None:
+    outer, _ = app
     assert call(outer, method, path, b"{}", {"Authorization": "Bearer sk-master"})[0] == 200
+
+
+@pytest.mark.parametrize(("method", "path"), LLM_ALIASES)
+def test_the_master_key_reaches_no_other_alias_of_an_llm_route(app: Any, method: str, path: str) -> None:
+    """LiteLLM serves models under many paths besides the five LLM routes (Azure-style deployments,
+    engines, images, audio, rerank, pass-through): with the master key each answered any
+    organization's model group."""
+    outer, inner = app
+    for header in ("Authorization", "x-api-key", "Ocp-Apim-Subscription-Key"):
+        value = "Bearer sk-master" if header == "Authorization" else "sk-master"
+        status, body = call(outer, method, path, b"{}", {header: value})
+        assert status == 403 and body is not None and "master key" in body["error"]["message"], (header, body)
+    assert inner.seen == []
 
 
 def test_the_master_key_never_reaches_an_llm_route(app: Any) -> None:
@@ -229,14 +250,38 @@ def test_the_master_key_never_reaches_an_llm_route(app: Any) -> None:
 
 def test_the_guard_refuses_bodies_before_litellm(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     outer, inner = app
-    assert call(outer, "POST", "/v1/chat/completions", b"[1]")[0] == 400
+    key = {"Authorization": "Bearer sk-tenant"}  # the state is not loaded: custom auth decides about the key
+    assert call(outer, "POST", "/v1/chat/completions", b"[1]", key)[0] == 400
     assert call(outer, "GET", "/v1/chat/completions")[0] == 405
     monkeypatch.setattr(requests, "MAX_BODY_BYTES", 5000)
-    status, answer = call(outer, "POST", "/v1/chat/completions", b"{" + b" " * 6000 + b"}")
+    status, answer = call(outer, "POST", "/v1/chat/completions", b"{" + b" " * 6000 + b"}", key)
     assert status == 413 and answer is not None and answer["error"]["code"] == "request_too_large"
-    status, _ = call(outer, "POST", "/v1/chat/completions", b"{}", {"content-length": "999999"})
+    status, _ = call(outer, "POST", "/v1/chat/completions", b"{}", {"content-length": "999999", **key})
     assert status == 413
     assert inner.seen == []
+
+
+def test_a_request_without_a_key_the_portal_issued_is_refused_before_its_body_is_read(
+        app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body (up to 16 MiB) is parsed on the event loop: a client with no key, or a key the
+    portal never issued, must not make the proxy parse it (three 15 MiB bodies without a key
+    took 17 s and held /health/liveliness for 5 s)."""
+    import redis
+    from django.conf import settings
+
+    from gateway.plugin import contract, state
+
+    outer, inner = app
+    parsed: list[bytes] = []
+    monkeypatch.setattr(requests, "parse", lambda raw, kind: parsed.append(raw) or {})
+    status, answer = call(outer, "POST", "/v1/chat/completions", b'{"model":')
+    assert status == 401 and answer is not None and "No API key" in answer["error"]["message"]
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.set(contract.EPOCH, "1")  # the state is loaded, and holds no such key
+    monkeypatch.setattr(state, "_state", None)  # a state of this test's event loop
+    status, answer = call(outer, "POST", "/v1/chat/completions", b'{"model":', {"Authorization": "Bearer sk-random"})
+    assert status == 401 and answer is not None and "Invalid API key" in answer["error"]["message"]
+    assert parsed == [] and inner.seen == []
 
 
 # LiteLLM's own words never reach the client --------------------------------------------------
@@ -278,7 +323,8 @@ def test_an_error_answer_of_litellm_is_rewritten_and_its_headers_dropped() -> No
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": json.dumps({"model": "flaky", "messages": HELLO}).encode()}
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b""}
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"authorization", b"Bearer sk-tenant")], "query_string": b""}
     asyncio.run(guard.Guard(failing)(scope, receive, send))
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 500 and b"x-litellm-model-api-base" not in headers
@@ -286,3 +332,150 @@ def test_an_error_answer_of_litellm_is_rewritten_and_its_headers_dropped() -> No
     assert error == {"message": "The model's provider failed to answer; retry in a moment, or tell an admin of your "
                                 "organization if it goes on.", "type": "api_error", "param": None, "code": "500"}
     assert int(headers[b"content-length"]) == len(sent[1]["body"])
+
+
+# Content parts, numbers the two parsers read differently, tools (issue 8, red team) ------------
+
+@pytest.mark.parametrize(("kind", "body", "param"), [
+    ("chat", {"messages": [{"role": "user", "content": [{}]}]}, "messages[0].content[0].type"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "weird"}]}]}, "messages[0].content[0].type"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": 5, "text": "x"}]}]}, "messages[0].content[0].type"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]},
+     "messages[0].content[0].image_url"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}]},
+     "messages[0].content[0].image_url.url"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": "x"}]}]},
+     "messages[0].content[0].input_audio"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]},
+     "messages[0].content[0].type"),
+    ("chat", {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages[0].content[0].type"),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": "on"}]}]},
+     "messages[0].content[0].cache_control"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "tool_use"}]}]},
+     "messages[1].content[0].type"),
+    ("messages", {"messages": [{"role": "user", "content": [{}]}]}, "messages[0].content[0].type"),
+    ("messages", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+     "messages[0].content[0].type"),
+    ("messages", {"messages": [{"role": "user", "content": [{"type": "image"}]}]}, "messages[0].content[0].source"),
+    ("messages", {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f"}]}]},
+     "messages[0].content[0].input"),
+    ("messages", {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                            "content": [{"type": "weird"}]}]}]},
+     "messages[0].content[0].content[0].type"),
+    ("messages", {"messages": HELLO, "system": [{"type": "image", "source": {}}]}, "system[0].type"),
+    ("responses", {"input": [{"role": "user", "content": [{}]}]}, "input[0].content[0].type"),
+    ("responses", {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+     "input[0].content[0].type"),
+    ("responses", {"input": [{"role": "user", "content": [{"type": "input_text"}]}]}, "input[0].content[0].text"),
+    ("responses", {"input": [{"type": "weird"}]}, "input[0].type"),
+    ("responses", {"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+])
+def test_a_malformed_content_part_is_a_400_naming_it(kind: str, body: dict[str, Any], param: str) -> None:
+    base = {"chat": {"model": "chat"}, "messages": {"model": "m", "max_tokens": 10},
+            "responses": {"model": "r"}}[kind]
+    error = refusal(lambda: admit(kind, {**base, **body}))
+    assert error.status == 400 and error.param == param and f"'{param}'" in error.message, error.message
+
+
+def test_the_content_parts_clients_send_are_admitted() -> None:
+    chat_body = {"model": "chat", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "You are Cline", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+            {"type": "image_url", "image_url": "data:image/png;base64,AA"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
+            {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,AA", "filename": "a.pdf"}}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "refusal", "refusal": "no"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "file"}]}]}
+    assert admit("chat", chat_body) == chat_body
+    anthropic = {"model": "m", "max_tokens": 10, "system": [{"type": "text", "text": "be brief",
+                                                            "cache_control": {"type": "ephemeral"}}],
+                 "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                     {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": "AA"}},
+                                     {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                                     "data": "doc"}}]},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                                          {"type": "redacted_thinking", "data": "x"},
+                                          {"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "text"},
+                                     {"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [{"type": "text", "text": "x"}], "is_error": False}]}]}
+    assert admit("messages", anthropic) == anthropic
+    responses = {"model": "r", "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"},
+                                                        {"type": "input_image", "image_url": "data:x"},
+                                                        {"type": "input_file", "file_data": "AA", "filename": "f"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x", "annotations": []}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        {"type": "reasoning", "id": "rs_1", "summary": []}]}
+    assert admit("responses", responses) == responses
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}', "unpaired surrogate"),
+    (b'{"model": "chat", "messages": [{"role": "user", "content": "a\\uDC00b"}]}', "unpaired surrogate"),
+    (b'{"model": "chat", "\\ud83d": 1}', "unpaired surrogate"),
+    (b'{"model": "chat", "temperature": 1e400}', "too large"),
+    (b'{"model": "chat", "temperature": -1e400}', "too large"),
+    (b'{"model": "chat", "seed": 9223372036854775808}', "integer"),
+    (b'{"model": "chat", "seed": -9223372036854775809}', "integer"),
+    (b'{"model": "chat", "seed": ' + b"9" * 5000 + b"}", "integer"),
+])
+def test_what_the_two_parsers_would_read_differently_is_refused(raw: bytes, says: str) -> None:
+    error = refusal(lambda: parse(raw, "application/json"))
+    assert error.status == 400 and says in error.message, error.message
+
+
+def test_numbers_and_escapes_both_parsers_agree_on_are_kept() -> None:
+    body = parse(b'{"a": "\\ud83d\\ude00 \\\\ud800", "b": 1e300, "c": -9223372036854775808, '
+                 b'"d": 9223372036854775807, "e": 1.5e-400}', "application/json")
+    assert body == {"a": "\U0001f600 \\ud800", "b": 1e300, "c": -(2 ** 63), "d": 2 ** 63 - 1, "e": 0.0}
+
+
+@pytest.mark.parametrize(("kind", "body", "param"), [
+    ("chat", {"tools": [{"type": "mcp", "server_label": "x", "server_url": "litellm_proxy"}]}, "tools[0].type"),
+    ("chat", {"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ("chat", {"tools": [{"function": {"name": "f"}}]}, "tools[0].type"),
+    ("chat", {"tools": [{"type": "function"}]}, "tools[0].function"),
+    ("chat", {"tools": [{"type": "function", "function": {"parameters": {}}}]}, "tools[0].function.name"),
+    ("chat", {"functions": [{"parameters": {}}]}, "functions[0].name"),
+    ("responses", {"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://10.0.0.1"}]}, "tools[0].type"),
+    ("responses", {"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}, "tools[0].type"),
+    ("responses", {"tools": [{"type": "computer_use_preview"}]}, "tools[0].type"),
+    ("responses", {"tools": [{"type": "local_shell"}]}, "tools[0].type"),
+    ("responses", {"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
+    ("responses", {"tools": [{"type": "function"}]}, "tools[0].name"),
+    ("messages", {"tools": [{"type": "mcp", "name": "x"}]}, "tools[0].type"),
+    ("messages", {"tools": [{"type": "mcp_toolset", "mcp_server_name": "x"}]}, "tools[0].type"),
+    ("messages", {"tools": [{"input_schema": {}}]}, "tools[0].name"),
+    ("messages", {"tools": [{"name": "f", "input_schema": {}}], "mcp_servers": [{"url": "http://x"}]}, "mcp_servers"),
+])
+def test_tools_that_need_the_proxys_state_or_servers_are_refused_by_name(kind: str, body: dict[str, Any],
+                                                                          param: str) -> None:
+    base = {"chat": {"model": "chat", "messages": HELLO}, "messages": {"model": "m", "max_tokens": 10,
+                                                                       "messages": HELLO},
+            "responses": {"model": "r", "input": "hi"}}[kind]
+    error = refusal(lambda: admit(kind, {**base, **body}))
+    assert error.status == 400 and error.param == param and f"'{param}'" in error.message, error.message
+
+
+def test_the_tools_clients_send_are_admitted() -> None:
+    function = {"type": "function", "function": {"name": "read_file", "description": "d", "strict": True,
+                                                 "parameters": {"type": "object"}}}
+    assert chat(tools=[function])["tools"] == [function]
+    responses = [{"type": "function", "name": "f", "parameters": {}}, {"type": "web_search"},
+                 {"type": "web_search_preview"}, {"type": "custom", "name": "grammar"}]
+    assert admit("responses", {"model": "r", "input": "hi", "tools": responses})["tools"] == responses
+    anthropic = [{"name": "read", "description": "d", "input_schema": {"type": "object"}},
+                 {"type": "custom", "name": "c", "input_schema": {}},
+                 {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+                 {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}]
+    assert admit("messages", {"model": "m", "max_tokens": 5, "messages": HELLO, "tools": anthropic})["tools"] == anthropic

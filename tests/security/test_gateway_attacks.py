@@ -295,3 +295,74 @@ def test_an_error_in_auth_after_the_reservation_gives_it_back(stack: Stack, live
     assert response.status_code == 503, (response.status_code, response.text[:300])
     assert response.headers.get("retry-after") and "retry" in error_of(response)
     assert spend(stack, "key", key["id"], 1) == 0, "the reservation is still held"
+
+
+# Red team: content parts, numbers and escapes the two parsers read differently, server-side tools --------
+
+PARTS: dict[str, tuple[dict[str, Any], str]] = {
+    "empty part": ({"model": "chat", "messages": [{"role": "user", "content": [{}]}]}, "messages[0].content[0].type"),
+    "unknown part type": ({"model": "chat", "messages": [{"role": "user", "content": [{"type": "weird"}]}]},
+                          "messages[0].content[0].type"),
+    "text part without text": ({"model": "chat", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+                               "messages[0].content[0].text"),
+    "anthropic block in chat": ({"model": "chat", "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "x"}]}]}, "messages[0].content[0].type"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARTS))
+def test_a_malformed_content_part_is_a_400_naming_it(stack: Stack, live_acme: Tenant, case: str) -> None:
+    key = issue_key(live_acme, max_budget="10")
+    body, param = PARTS[case]
+    response = post(stack.gateways[0].url, key["key"], body=body)
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    assert f"'{param}'" in error_of(response)
+    assert spend(stack, "key", key["id"], 1) == 0
+
+
+UNREADABLE: dict[str, tuple[bytes, str]] = {
+    "lone surrogate": (b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}',
+                       "unpaired surrogate"),
+    "lone low surrogate in a key": (b'{"model": "chat", "messages": [{"role": "user", "content": "hi", '
+                                    b'"\\udc00": 1}]}', "unpaired surrogate"),
+    "infinite float": (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}',
+                       "too large"),
+    "integer beyond 64 bits": (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], '
+                               b'"seed": 99999999999999999999}', "64-bit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_what_python_and_orjson_read_differently_is_a_400_of_the_gateway(stack: Stack, live_acme: Tenant,
+                                                                       case: str) -> None:
+    key = issue_key(live_acme, max_budget="10")
+    content, expected = UNREADABLE[case]
+    response = post(stack.gateways[0].url, key["key"], content=content)
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    message = error_of(response)
+    assert expected in message and "Invalid JSON payload" not in message and "low surrogate" not in message
+    assert spend(stack, "key", key["id"], 1) == 0
+
+
+SERVER_TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat mcp": ("/v1/chat/completions", {"model": "chat", "messages": HELLO, "tools": [
+        {"type": "mcp", "server_label": "proxy", "server_url": "litellm_proxy", "require_approval": "never"}]}),
+    "chat mcp to the network": ("/v1/chat/completions", {"model": "chat", "messages": HELLO, "tools": [
+        {"type": "mcp", "server_label": "meta", "server_url": "http://169.254.169.254/"}]}),
+    "responses mcp": ("/v1/responses", {"model": "chat", "input": "hi", "tools": [
+        {"type": "mcp", "server_label": "proxy", "server_url": "litellm_proxy", "require_approval": "never"}]}),
+    "responses code interpreter": ("/v1/responses", {"model": "chat", "input": "hi", "tools": [
+        {"type": "code_interpreter", "container": {"type": "auto"}}]}),
+    "messages mcp toolset": ("/v1/messages", {"model": "chat", "max_tokens": 10, "messages": HELLO, "tools": [
+        {"type": "mcp_toolset", "mcp_server_name": "proxy"}]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SERVER_TOOLS))
+def test_tools_the_proxy_would_run_itself_are_refused_by_name(stack: Stack, live_acme: Tenant, case: str) -> None:
+    key = issue_key(live_acme, max_budget="10")
+    path, body = SERVER_TOOLS[case]
+    response = post(stack.gateways[0].url, key["key"], path, body)
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    assert "'tools[0].type'" in error_of(response)
+    assert spend(stack, "key", key["id"], 1) == 0
