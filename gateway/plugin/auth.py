@@ -160,12 +160,11 @@ async def reserve(st: GatewayState, body: dict[str, Any], size: int, key: dict[s
         maxima.append(-1 if budget_max is None else round(budget_max * contract.NANO))
     if key["rpm"] is None and key["tpm"] is None and all(m < 0 for m in maxima):
         return scopes  # nothing to hold against: spend is still counted when the request settles
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     in_price, out_price = st.prices.get(group, (0.0, 0.0))
     prompt_cost = math.ceil(math.ceil(size / 4) * in_price * contract.NANO)  # ~4 bytes per token
     result = await st.run(contract.RESERVE, keys, [
-        int(now.timestamp() * 1000), request_id, prompt_cost, out_price * contract.NANO,
-        max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else -1, DEFAULT_COMPLETION_TOKENS,
+        int(now.timestamp() * 1000), request_id, prompt_cost, out_price * contract.NANO * answers_asked(body),
+        completion_cap(body), DEFAULT_COMPLETION_TOKENS,
         HOLD_TTL_MS, key["rpm"] if key["rpm"] is not None else -1, key["tpm"] if key["tpm"] is not None else -1,
         len(scopes), *maxima])
     verdict = result[0]
@@ -177,6 +176,24 @@ async def reserve(st: GatewayState, body: dict[str, Any], size: int, key: dict[s
         raise fail(429, f"Rate limit: this key may use {what} per minute. Retry in {retry} s.",
                    "rate_limit_error", "rate_limit_exceeded", {"Retry-After": str(retry)})
     return scopes
+
+
+CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat, completions, messages; responses
+
+
+def completion_cap(body: dict[str, Any]) -> int:
+    """The most tokens an answer may have, as the request says (-1: it does not say). With several
+    caps (a client sending both max_tokens and max_completion_tokens) the largest: which one a
+    provider honours varies, and the estimate must hold whichever it is."""
+    caps = [v for v in (body.get(name) for name in CAP_FIELDS)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return max(caps) if caps else -1
+
+
+def answers_asked(body: dict[str, Any]) -> int:
+    """How many answers the provider generates (and bills): `n` choices, or `best_of` candidates."""
+    counts = [v for v in (body.get("n"), body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)]
+    return max([1, *counts])
 
 
 def over_budget(s: dict[str, Any], spent_nano: int, now: dt.datetime) -> ProxyException:

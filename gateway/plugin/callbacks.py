@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -39,6 +40,7 @@ from gateway.plugin.state import get_state
 log = logging.getLogger("portal.gateway")
 SETTLE_GRACE = float(os.environ.get("PORTAL_GATEWAY_SETTLE_GRACE", "20"))
 HOLD_TTL_MS = int(os.environ.get("PORTAL_GATEWAY_HOLD_TTL", "900")) * 1000
+DEFAULT_COMPLETION_TOKENS = int(os.environ.get("PORTAL_GATEWAY_COMPLETION_ESTIMATE", "256"))  # as auth's
 RECENT = 50_000  # settled reservations remembered in memory, so that the watch skips them
 
 # `no-log: true` in a body skips every callback whose class name lacks `_PROXY_` (the body policy
@@ -83,6 +85,32 @@ def release_keys(portal: dict[str, Any]) -> list[str]:
     return keys
 
 
+def reported_cost(*values: Any) -> float:
+    """The first cost LiteLLM reported that is a positive finite number, else 0."""
+    for value in values:
+        try:
+            cost = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(cost) and cost > 0:
+            return cost
+    return 0.0
+
+
+def priced(group: str, prompt: int, completion: int) -> float:
+    """A served request's cost at the portal's own prices for its model group (the ones its
+    reservation used), for when LiteLLM reports none: a deployment it cannot price is not free."""
+    in_price, out_price = get_state().prices.get(group, (0.0, 0.0))
+    return prompt * in_price + completion * out_price
+
+
+def held_keys(portal: dict[str, Any]) -> list[str]:
+    keys = [contract.estimate_key(portal["group"])]
+    for scope, ident, label, _soft, _period in portal["scopes"]:
+        keys.append(contract.budget_keys(scope, ident, label)[2])
+    return keys
+
+
 class PortalCallbacks(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
@@ -100,7 +128,9 @@ class PortalCallbacks(CustomLogger):
         slo = kwargs.get("standard_logging_object") or {}
         meta = (kwargs.get("litellm_params") or {}).get("metadata") or {}
         prompt, completion = int(slo.get("prompt_tokens") or 0), int(slo.get("completion_tokens") or 0)
-        cost = float(kwargs.get("response_cost") or slo.get("response_cost") or 0.0)
+        cost = reported_cost(kwargs.get("response_cost"), slo.get("response_cost"))
+        if cost <= 0 and prompt + completion > 0:
+            cost = priced(portal["group"], prompt, completion)  # LiteLLM could not price it: the portal can
         latency = (end_time - start_time).total_seconds() * 1000 if start_time and end_time else 0.0
         # Named by the gateway's reservation, never by LiteLLM's call id (a client may choose that one).
         event = self.event(portal, portal["reservation"], "success", 200, "",
@@ -127,6 +157,24 @@ class PortalCallbacks(CustomLogger):
         event = self.event(portal, request_id, "error", status, error_class, 0, 0, 0.0, latency, deployment="",
                            provider_model="")
         await self.settle(portal, 0.0, 0, -1, event)
+
+    async def settle_answered(self, portal: dict[str, Any], request_id: str) -> None:
+        """A request whose answer began with a 2xx but that no callback reported (a stream the
+        client left, a usage LiteLLM lost): it was served, so it is charged what its reservation
+        held, never released at zero cost."""
+        _, out_price = get_state().prices.get(portal["group"], (0.0, 0.0))
+        try:
+            held = int(await get_state().run(contract.HELD_ESTIMATE, held_keys(portal), [
+                request_id, out_price * contract.NANO, DEFAULT_COMPLETION_TOKENS]))
+        except (redis.RedisError, OSError) as exc:
+            # Without Redis the hold cannot be read: charge the usual answer, so that it is not free.
+            log.warning("gateway: could not read a held estimate (%s)", type(exc).__name__)
+            held = math.ceil(DEFAULT_COMPLETION_TOKENS * out_price * contract.NANO)
+        cost = held / contract.NANO
+        latency = (time.time() - portal["started"]) * 1000
+        event = self.event(portal, request_id, "success", 200, "Unmetered", 0, 0, cost, latency, deployment="",
+                           provider_model="")
+        await self.settle(portal, cost, 0, -1, event)
 
     @staticmethod
     def event(portal: dict[str, Any], request_id: str, status: str, status_code: int, error_class: str,
@@ -215,7 +263,10 @@ class PortalCallbacks(CustomLogger):
                 due = time.monotonic() - SETTLE_GRACE
                 for reservation, (ended, portal) in list(self.watched.items()):
                     if ended <= due and reservation in self.watched:
-                        await self.settle_error(portal, reservation, 499, "NotSettled")
+                        if portal.get("answered"):  # set by the guard when a 2xx answer started
+                            await self.settle_answered(portal, reservation)
+                        else:
+                            await self.settle_error(portal, reservation, 499, "NotSettled")
         finally:
             self._watching = False
 

@@ -232,6 +232,21 @@ end
 return redis.call('XADD', KEYS[2], '*', 'event', ARGV[6])
 """
 
+# What a request that was answered but never reported its usage is charged (the settlement watch):
+# the estimate its reservation holds, the same in every scope with a budget; when no scope holds one
+# (no budget anywhere), the group's usual answer length at the output price. KEYS: estimate, then the
+# holds hash of each scope; ARGV: request id, output price (nano per token), default completion tokens.
+HELD_ESTIMATE = """
+local held = -1
+for i = 2, #KEYS do
+  local e = tonumber(redis.call('HGET', KEYS[i], ARGV[1]) or '-1')
+  if e > held then held = e end
+end
+if held >= 0 then return tostring(held) end
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'completion') or ARGV[3])
+return tostring(math.ceil(tokens * tonumber(ARGV[2])))
+"""
+
 # Release a reservation without settling it (the request failed before it was served): KEYS: 3 per
 # scope (held, holds, holdexp); ARGV: request id.
 RELEASE = """

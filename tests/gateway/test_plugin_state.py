@@ -214,3 +214,83 @@ def test_a_request_that_ends_without_a_callback_is_settled_by_the_watch(r: Any, 
     assert [e["status"] for e in events] == ["success", "error"]
     assert events[1]["error_class"] == "NotSettled" and events[1]["request_id"] == abandoned["reservation"]
     assert int(r.get(contract.budget_keys("key", 1, "2027-03")[1])) == 0
+
+
+# Red team: served without spend; estimates that ignore n, best_of and max_output_tokens ---------------
+
+class PricedState(FlakyState):
+    """The plugin's state with the portal's prices for the model group (USD per token)."""
+
+    def __init__(self, real: Any, docs: dict[str, Any] | None = None) -> None:
+        super().__init__(real)
+        self.failing = False
+        self.prices = {"acme/chat": (0.000001, 0.000002)}
+        self.docs = docs or {}
+
+    async def doc(self, name: str) -> Any:
+        return self.docs.get(name)
+
+
+def test_a_success_litellm_priced_at_zero_is_charged_at_the_portals_prices(r: Any, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.plugin import callbacks
+
+    monkeypatch.setattr(callbacks, "get_state", lambda: PricedState(r))
+    logger = callbacks.PortalCallbacks()
+    logger.spool = Spool(tmp_path / "s.sqlite3")
+    p = portal("monthly")
+    for cost in (0.0, None):
+        p = portal("monthly")
+        kwargs = {"litellm_params": {"metadata": {"user_api_key_metadata": {"portal": p}}}, "response_cost": cost,
+                  "standard_logging_object": {"prompt_tokens": 100, "completion_tokens": 50, "response_cost": cost}}
+        asyncio.run(logger.async_log_success_event(kwargs, None, None, None))
+    now = dt.datetime.now(dt.UTC)
+    assert spent(r, "key", 1, "all", now) == 2 * (100 * 1000 + 50 * 2000)  # nano-USD
+    events = [json.loads(e["event"]) for _, e in r.xrange(contract.USAGE_STREAM)]
+    assert [e["cost_nano"] for e in events] == [200_000, 200_000]
+
+
+def test_an_answered_request_the_watch_settles_is_charged_its_estimate(r: Any, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.plugin import callbacks
+
+    state = PricedState(r)
+    monkeypatch.setattr(callbacks, "get_state", lambda: state)
+    monkeypatch.setattr(callbacks, "SETTLE_GRACE", 0.2)
+    logger = callbacks.PortalCallbacks()
+    logger.spool = Spool(tmp_path / "s.sqlite3")
+    answered, refused = portal("monthly"), portal("monthly")
+    answered["answered"] = True
+    for p in (answered, refused):
+        reserve(r, p, maximum=10_000_000, estimate=1000)
+
+    async def scenario() -> None:
+        logger.request_ended(answered)
+        logger.request_ended(refused)
+        await asyncio.sleep(1.5)
+
+    asyncio.run(scenario())
+    events = {json.loads(e["event"])["request_id"]: json.loads(e["event"]) for _, e in r.xrange(contract.USAGE_STREAM)}
+    assert events[answered["reservation"]]["status"] == "success"
+    assert events[answered["reservation"]]["cost_nano"] == 1000
+    assert events[refused["reservation"]]["status"] == "error" and events[refused["reservation"]]["cost_nano"] == 0
+    assert spent(r, "key", 1, "all", dt.datetime.now(dt.UTC)) == 1000
+    assert int(r.get(contract.budget_keys("key", 1, "2027-03")[1])) == 0
+
+
+@pytest.mark.parametrize(("fields", "completion_tokens"), [
+    ({}, 256), ({"max_tokens": 100}, 100), ({"max_completion_tokens": 100}, 100),
+    ({"max_output_tokens": 50}, 50), ({"max_tokens": 100, "n": 3}, 300), ({"best_of": 4, "n": 2}, 4 * 256),
+    ({"n": 5, "max_output_tokens": 10}, 50),
+])
+def test_the_reservation_holds_every_answer_a_request_asks_for(r: Any, fields: dict[str, Any],
+                                                              completion_tokens: int) -> None:
+    from gateway.plugin import auth
+
+    key = {"id": 1, "team": 3, "project": 4, "org": 9, "rpm": None, "tpm": None,
+           "budget": {"max": 10.0, "soft": None, "period": "none"}}
+    state = PricedState(r)
+    scopes = asyncio.run(auth.reserve(state, {"model": "chat", **fields}, 4000, key, {"id": 9}, "acme/chat",  # type: ignore[arg-type]
+                                      "req-1"))
+    held = int(r.get(contract.budget_keys("key", 1, scopes[0]["period_label"])[1]))
+    assert held == 1000 * 1000 + completion_tokens * 2000  # 1,000 prompt tokens (4 bytes each) + the answers
