@@ -79,8 +79,7 @@ async def load(st: GatewayState, sha: str) -> tuple[dict[str, Any], dict[str, An
         if not await st.state_loaded():
             raise fail(503, "The gateway is reloading its state from the portal; retry in a few seconds.",
                        "service_unavailable", "gateway_state_loading", {"Retry-After": "2"})
-        raise unauthorized("Invalid API key. Check the key in your client (it starts with 'sk-'), "
-                           f"or get a new one in {PORTAL_URL}.")
+        raise unauthorized(UNKNOWN_KEY)
     key = await st.doc(contract.key_doc(pointer["key_id"]))
     org = await st.doc(contract.org_doc(key["org"])) if key else None
     if key is None or org is None:
@@ -258,12 +257,44 @@ def admin_auth(api_key: str) -> UserAPIKeyAuth | None:
     return None
 
 
-async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+def started() -> GatewayState:
+    """The plugin's state, listening to the portal's events (and replaying
+    spooled settlements) from the first request on."""
     st = get_state()
     if st.start(asyncio.get_running_loop()):
         from gateway.plugin.callbacks import portal_callbacks
 
         portal_callbacks.resume()
+    return st
+
+
+NO_KEY = "No API key. Send 'Authorization: Bearer sk-...' with a key from the portal."
+UNKNOWN_KEY = ("Invalid API key. Check the key in your client (it starts with 'sk-'), or get a new one in "
+               f"{PORTAL_URL}.")
+
+
+async def precheck(presented: list[str]) -> tuple[int, str, str] | None:
+    """Before the guard reads an LLM request's body (up to many MiB, parsed on
+    the event loop), it asks whether any key the request presents is one the
+    portal issued: a client without one gets its 401 at once, so it cannot make
+    the proxy parse bodies for it. None: go on (custom auth decides the rest,
+    including 503 when Redis cannot answer). Else (status, message, code)."""
+    if not presented:
+        return 401, NO_KEY, "invalid_api_key"
+    st = started()
+    try:
+        for key in presented:
+            if await st.doc(contract.hash_doc(hashlib.sha256(key.encode()).hexdigest())) is not None:
+                return None
+        if not await st.state_loaded():
+            return None
+    except Exception:  # noqa: BLE001 - whatever fails here, custom auth decides (and answers 503 for Redis)
+        return None
+    return 401, UNKNOWN_KEY, "invalid_api_key"
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    st = started()
     try:
         return await _authenticate(st, request, api_key)
     except (redis.RedisError, OSError) as exc:
@@ -287,11 +318,11 @@ async def _authenticate(st: GatewayState, request: Request, api_key: str) -> Use
     path = request.url.path.rstrip("/")
     admin = admin_auth(api_key or "")
     if admin is not None:
-        if path in LLM_ROUTES:
+        if path in LLM_ROUTES or not guard.master_may_use(path):
             raise fail(403, guard.master_refused().message, "permission_error", "master_key_not_allowed")
         return admin
     if not api_key:
-        raise unauthorized("No API key. Send 'Authorization: Bearer sk-...' with a key from the portal.")
+        raise unauthorized(NO_KEY)
     sha = hashlib.sha256(api_key.encode()).hexdigest()
     pointer, key, org = await load(st, sha)
     now = time.time()

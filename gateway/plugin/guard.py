@@ -45,7 +45,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFO_ROUTES = frozenset({"/models", "/v1/models", "/model/info", "/v1/model/info"})
 OPEN_ROUTES = frozenset({"/health/liveliness", "/health/liveness"})
-KEY_HEADERS = (b"authorization", b"x-api-key", b"x-litellm-api-key", b"api-key", b"x-goog-api-key")
+# Every header LiteLLM takes a key from (proxy/auth/user_api_key_auth.py).
+KEY_HEADERS = (b"authorization", b"x-api-key", b"x-litellm-api-key", b"api-key", b"x-goog-api-key",
+               b"ocp-apim-subscription-key")
+# What the master key reaches: LiteLLM's management, health and model-list routes, for operators
+# (in managed mode the portal itself never calls the proxy with it). Everything else LiteLLM
+# serves - the LLM routes under every alias (/engines/..., /openai/deployments/..., images, audio,
+# rerank, realtime, pass-through) - would answer any organization's model groups: refused.
+MASTER_PREFIXES = ("/health", "/key/", "/team/", "/user/", "/model/", "/v1/model/", "/models", "/v1/models",
+                   "/model_group/", "/spend/", "/global/", "/customer/", "/end_user/", "/organization/",
+                   "/budget/", "/routes", "/get/", "/cache/", "/config/", "/ui", "/sso/", "/login", "/logout",
+                   "/.well-known/", "/litellm/.well-known/")
 KEPT_LITELLM_HEADERS = frozenset({b"x-litellm-api-key"})
 RESERVATION = "portal.reservation"  # set in the ASGI scope by custom auth, read here when the request ends
 LLM_LIST = "chat/completions, completions, embeddings, responses and messages (under /v1), /v1/models and " \
@@ -71,6 +81,10 @@ def is_master(headers: list[tuple[bytes, bytes]]) -> bool:
     master = master_key()
     return bool(master) and any(hmac.compare_digest(k.encode("latin-1", "replace"), master.encode("latin-1", "replace"))
                                 for k in presented_keys(headers))
+
+
+def master_may_use(route: str) -> bool:
+    return route == "/" or route.startswith(MASTER_PREFIXES)
 
 
 def clean_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
@@ -191,6 +205,9 @@ def public_send(scope: Scope, send: Send) -> Send:
             if message.get("status", 200) >= 400:
                 held["start"] = message
                 return
+            reservation = scope.get(RESERVATION)
+            if isinstance(reservation, dict):
+                reservation["answered"] = True  # served: a settlement the watch makes charges the hold
             message = {**message, "headers": public_headers(list(message.get("headers", [])))}
             await send(message)
             return
@@ -218,8 +235,9 @@ def not_found() -> requests.Refusal:
 
 
 def master_refused() -> requests.Refusal:
-    return requests.Refusal(403, "The master key does not answer LLM requests: call models with a key issued in "
-                                 "the portal.", "master_key_not_allowed", kind="permission_error")
+    return requests.Refusal(403, "The master key does not answer LLM requests (it reaches LiteLLM's management "
+                                 "and health routes only): call models with a key issued in the portal.",
+                            "master_key_not_allowed", kind="permission_error")
 
 
 class Guard:
@@ -230,11 +248,10 @@ class Guard:
         if scope["type"] == "http":
             await self.http(scope, receive, send)
         elif scope["type"] == "websocket":
-            if is_master(scope.get("headers", [])):
-                await self.app(scope, receive, send)
-            else:
-                await receive()  # websocket.connect
-                await send({"type": "websocket.close", "code": 1008})
+            # LiteLLM's websockets are realtime LLM routes: no portal key may use them (they bypass the
+            # body policy), and the master key never answers a model.
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
         else:
             await self.app(scope, receive, send)
 
@@ -244,21 +261,35 @@ class Guard:
         master = is_master(scope.get("headers", []))
         kind = requests.ROUTES.get(route)
         if kind is None:
-            if master or route in OPEN_ROUTES or (route in INFO_ROUTES and scope.get("method") in ("GET", "HEAD")):
-                if not master:
-                    scope["query_string"] = b""
-                    send = public_send(scope, send)
-                await self.app(scope, receive, send)
-            elif scope.get("method") == "OPTIONS" and route in INFO_ROUTES:
-                await self.app(scope, receive, send)
+            if master:
+                if master_may_use(route):
+                    await self.app(scope, receive, send)
+                else:
+                    await respond(send, master_refused())
+            elif route in OPEN_ROUTES or (route in INFO_ROUTES and scope.get("method") in ("GET", "HEAD", "OPTIONS")):
+                scope["query_string"] = b""
+                scope["path"] = route  # LiteLLM would redirect a trailing slash to the Host header's name
+                await self.app(scope, receive, public_send(scope, send))
             else:
                 await respond(send, not_found())
             return
         if master:
             await respond(send, master_refused())
             return
+        if scope.get("method") == "OPTIONS":  # a browser's CORS preflight: LiteLLM's CORS middleware answers it
+            scope["query_string"] = b""
+            scope["path"] = route
+            await self.app(scope, receive, send)
+            return
         if scope.get("method") != "POST":
             await respond(send, requests.Refusal(405, f"Use POST for {route}.", "method_not_allowed"))
+            return
+        from gateway.plugin import auth
+
+        refused = await auth.precheck(presented_keys(scope.get("headers", [])))
+        if refused is not None:
+            status, message, code = refused
+            await respond(send, requests.Refusal(status, message, code, kind="authentication_error"))
             return
         try:
             raw = await read_body(scope, receive)
