@@ -365,3 +365,43 @@ def test_requests_refused_before_litellm_hold_nothing_and_cost_nothing(stack: St
         assert post(gw, key["key"], content=raw).status_code in (400, 404)
     time.sleep(0.5)
     assert spend(stack, "key", key["id"]) == 0 and spend(stack, "key", key["id"], 1) == 0
+
+
+# Holes this red team found, closed since ------------------------------------------------
+
+MASTER_ALIASES = ["/engines/globex%2Fchat/chat/completions", "/openai/deployments/globex%2Fchat/chat/completions",
+                  "/v1/images/generations", "/v1/audio/speech", "/v1/rerank", "/v1/moderations"]
+
+
+@pytest.mark.parametrize("path", MASTER_ALIASES)
+def test_the_master_key_answers_no_alias_of_an_llm_route(stack: Stack, live_acme: Tenant, live_globex: Tenant,
+                                                         path: str) -> None:
+    """Before: `/engines/globex%2Fchat/chat/completions` with the master key answered 200 "hello from
+    globex" (no reservation, no usage event), as did the Azure-style path and images."""
+    master = master_key(stack)
+    for header in ("Authorization", "x-api-key", "Ocp-Apim-Subscription-Key"):
+        value = f"Bearer {master}" if header == "Authorization" else master
+        status, _, text = send(stack.gateways[0].url, "POST", path, None,
+                               json.dumps({"model": "globex/chat", "messages": HELLO, "prompt": "x",
+                                           "input": "x", "query": "x", "documents": ["x"]}).encode(),
+                               {header: value})
+        assert status == 403 and "master key" in text, (path, header, status, text[:200])
+        assert GLOBEX not in text
+    # operators keep the management and health routes
+    status, _, _ = send(stack.gateways[0].url, "GET", "/health/readiness", master)
+    assert status == 200
+
+
+def test_a_big_body_without_a_key_is_refused_before_it_is_read(stack: Stack, live_acme: Tenant) -> None:
+    """Before: three 15 MiB bodies without a key were each parsed (a 401 only after), 17 s in all, and held
+    /health/liveliness for 5 s; a truncated body without a key answered 400 'not valid JSON'."""
+    gw = stack.gateways[0].url
+    status, _, text = send(gw, "POST", "/v1/chat/completions", None, b'{"model":')
+    assert status == 401 and "No API key" in text, (status, text[:200])
+    status, _, text = send(gw, "POST", "/v1/chat/completions", "sk-never-issued", b'{"model":')
+    assert status == 401 and "Invalid API key" in text, (status, text[:200])
+    big = json.dumps({"model": "chat", "messages": HELLO * 200_000}).encode()  # ~8 MiB
+    started = time.monotonic()
+    status, _, _ = send(gw, "POST", "/v1/chat/completions", "sk-never-issued", big)
+    assert status == 401
+    assert time.monotonic() - started < 5
