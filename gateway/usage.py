@@ -250,9 +250,12 @@ def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_m
                 else:
                     handle_alerts(r, entries)
         except redis.ResponseError as exc:
-            # The stream or its group is gone (deleted, or Redis restarted without persistence).
+            # The stream or its group is gone (deleted, or Redis restarted without persistence), or Redis
+            # refuses commands for a while (out of memory, a replica being promoted): wait, never give up,
+            # since the consumer also carries the hand-over to the next one.
             if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                raise
+                log.warning("usage: Redis refused a command (%s); retrying", type(exc).__name__)
+                time.sleep(0.5)
             need_groups = True
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("usage: Redis unreachable (%s); retrying", type(exc).__name__)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.models import UsageRecord
 from gateway.plugin import contract
 from tests.e2e.helpers import chat, issue_key, status_of, until
 from tests.e2e.stack import Stack, start_worker
@@ -259,6 +260,10 @@ def test_a_redis_that_refuses_writes_answers_503_with_retry_after(stack: Stack, 
     assert response.headers.get("retry-after")
     assert "retry" in error_of(response).lower()
     assert "OOM" not in response.text
+    # Once Redis takes writes again, usage reaches the portal again: the consumer waited out the refusal
+    # (it used to die on it, and with it the hand-over chain; only beat would have restarted it).
+    assert status_of(lambda: chat(gw, key["key"]))[0] == 200
+    until(lambda: UsageRecord.objects.filter(key_id=key["id"]).count() >= 2, 15, 0.2)
 
 
 def test_a_failure_after_the_reservation_releases_it(stack: Stack, live_acme: Tenant) -> None:
