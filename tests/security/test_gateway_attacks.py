@@ -371,3 +371,19 @@ def test_tools_the_proxy_would_run_itself_are_refused_by_name(stack: Stack, live
     assert response.status_code == 400, (response.status_code, response.text[:300])
     assert "'tools[0].type'" in error_of(response)
     assert spend(stack, "key", key["id"], 1) == 0
+
+
+def test_a_stream_the_client_abandons_after_its_answer_began_is_charged(stack: Stack, live_acme: Tenant) -> None:
+    """Served is counted, once: whether LiteLLM's callback or the settlement watch settles it, a request
+    whose answer began (200) is charged, never released at zero cost. A regression net (it passed before:
+    LiteLLM reports a mock stream the client left); the watch's own path is tested in test_plugin_state."""
+    key = issue_key(live_acme, max_budget="10")
+    gw = stack.gateways[0].url
+    with httpx.stream("POST", f"{gw}/v1/chat/completions", headers={"Authorization": f"Bearer {key['key']}"},
+                      json={"model": "chat", "messages": HELLO, "stream": True}, timeout=10) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())  # then hang up
+    until(lambda: spend(stack, "key", key["id"]) > 0, 40, 0.5)
+    assert spend(stack, "key", key["id"], 1) == 0
+    events = [json.loads(e["event"]) for _, e in stack.client().xrange(contract.USAGE_STREAM)]
+    assert [e["status"] for e in events if e["key_id"] == key["id"]] == ["success"]
