@@ -137,6 +137,13 @@ PLAIN = {400: "The model's provider refused the request as it was sent.",
          404: "The model's provider does not know the model this route uses; tell an admin of your organization.",
          408: "The model's provider did not answer in time; retry in a moment.",
          429: "The model's provider is rate limiting this route; retry in a moment."}
+# Errors a user can act on, by LiteLLM's class for them, in words of the user's.
+KNOWN_ERRORS = (
+    (("ContextWindowExceeded", "context_length_exceeded"),
+     "The request is longer than the model's context window: shorten it, or use a route with a longer context."),
+    (("ContentPolicyViolation", "content_policy_violation"),
+     "The model's provider refused the request under its content policy."),
+)
 DROPPED_RESPONSE_HEADERS = (b"x-litellm-", b"llm_provider-")
 # The caller's own cost of this request: the portal's workers read it (evals/gateway_client.py),
 # and it tells a client nothing about anyone else.
@@ -145,6 +152,9 @@ KEPT_RESPONSE_HEADERS = frozenset({b"x-litellm-response-cost"})
 
 def public_message(message: str, status: int, route: str | None = None, group: str | None = None) -> str:
     """The provider's part of an error message, without LiteLLM's exception names and commentary."""
+    for markers, known in KNOWN_ERRORS:
+        if any(m in message for m in markers):
+            return known
     text = re.split(r"\n\s*(?:LiteLLM|Received Model Group|Available Model Group|Model:|Traceback)", message, maxsplit=1)[0]
     if group and route:
         text = text.replace(group, route)
@@ -295,7 +305,7 @@ class Guard:
             raw = await read_body(scope, receive)
             body = requests.parse(raw, header(scope["headers"], b"content-type"))
             admitted = requests.admit(kind, body)
-            checked = raw if len(admitted) == len(body) else requests.encode(admitted)
+            checked = raw if admitted == body else requests.encode(admitted)  # the client's bytes if unchanged
         except requests.Refusal as refusal:
             await respond(send, refusal)
             return

@@ -656,9 +656,28 @@ ROUTES = {"/chat/completions": "chat", "/v1/chat/completions": "chat", "/complet
           "/v1/messages": "messages"}
 
 # Sent by well-behaved clients, meaningful only to LiteLLM: dropped, never forwarded.
-# OpenAI's `metadata` (a string map for stored completions) and Anthropic's (`user_id`) are LiteLLM's
-# logging, tagging and budget channel; Cline's LiteLLM provider sends `litellm_session_id`.
-DROPPED = frozenset({"metadata", "litellm_session_id"})
+# Cline's LiteLLM provider sends `litellm_session_id`.
+DROPPED = frozenset({"litellm_session_id"})
+
+# OpenAI's `metadata` (a string map for stored completions) and Anthropic's (`user_id`) are, in LiteLLM,
+# its logging, budget and routing channel. What it keeps is what names and tags the trace in the
+# project's own Langfuse (LiteLLM's langfuse_otel reads these; the portal's own judge and benchmark calls
+# name and tag theirs so that evaluations skip them); every other key is dropped.
+TRACE_METADATA_TEXT = ("trace_name", "generation_name")
+MAX_TRACE_TAGS, MAX_TRACE_TEXT = 20, 200
+
+
+def trace_metadata(value: Any) -> dict[str, Any]:
+    """The part of a request's `metadata` that is the caller's to say (see above)."""
+    if not isinstance(value, dict):
+        return {}
+    kept: dict[str, Any] = {k: value[k] for k in TRACE_METADATA_TEXT
+                            if isinstance(value.get(k), str) and len(value[k]) <= MAX_TRACE_TEXT}
+    tags = value.get("tags")
+    if isinstance(tags, list) and len(tags) <= MAX_TRACE_TAGS and \
+            all(isinstance(t, str) and len(t) <= MAX_TRACE_TEXT for t in tags):
+        kept["tags"] = tags
+    return kept
 
 # LiteLLM's own request fields, named in their refusal so that a client sees why.
 CONTROL_PREFIXES = ("litellm_", "aws_", "vertex_", "azure_", "watsonx_", "langfuse_", "langsmith_", "mock_",
@@ -702,6 +721,9 @@ def admit(kind: str, body: dict[str, Any]) -> dict[str, Any]:
             clean[name] = value
         elif name in DROPPED:
             continue
+        elif name == "metadata":
+            if kept := trace_metadata(value):
+                clean[name] = kept
         elif is_control(name):
             raise invalid(f"The field '{name[:80]}' is not accepted by this gateway: it controls the proxy "
                           "(routing, fallbacks, retries, credentials, caching or logging), which the portal sets "

@@ -6,9 +6,10 @@ and answered 500. It is refused here with a 400 that says where."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser as BaseJSONParser
 
 
@@ -35,6 +36,8 @@ class JSONParser(BaseJSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         data = super().parse(stream, media_type, parser_context)
         where = nul_path(data)
-        if where is not None:
-            raise ParseError(f"'{where}' holds a NUL character (\\u0000), which cannot be stored; remove it.")
+        if where is not None:  # a field error, like the one CharField gives for its own value
+            field = re.split(r"[.\[]", where, maxsplit=1)[0] if isinstance(data, dict) else "non_field_errors"
+            raise ValidationError({field: [f"'{where}' holds a NUL character (\\u0000), which cannot be stored; "
+                                           "remove it."]})
         return data

@@ -42,9 +42,20 @@ def test_what_the_openai_sdk_and_cline_send_is_admitted_unchanged() -> None:
     assert admit("chat", body) == body
 
 
-@pytest.mark.parametrize("field", ["metadata", "litellm_session_id"])
-def test_fields_clients_send_harmlessly_are_dropped(field: str) -> None:
-    assert field not in chat(**{field: {"tags": ["free"]} if field == "metadata" else "cline-1"})
+def test_fields_clients_send_harmlessly_are_dropped() -> None:
+    assert "litellm_session_id" not in chat(litellm_session_id="cline-1")
+    assert "metadata" not in chat(metadata={"user_id": "u", "spend_logs_metadata": {"x": 1}})
+
+
+def test_metadata_keeps_only_what_names_and_tags_the_projects_own_trace() -> None:
+    """The portal's judge and benchmark calls name and tag their traces (evaluations skip them);
+    every other metadata key is LiteLLM's logging, budget and routing channel."""
+    sent = {"trace_name": "portal-judge", "generation_name": "g", "tags": ["portal"], "trace_id": "t1",
+            "user_api_key_metadata": {"portal": {}}, "model_group": "globex/chat", "logging": [{"x": 1}]}
+    assert chat(metadata=sent)["metadata"] == {"trace_name": "portal-judge", "generation_name": "g",
+                                                 "tags": ["portal"]}
+    assert "metadata" not in chat(metadata={"tags": [{"not": "text"}], "trace_name": 7})
+    assert "metadata" not in chat(metadata="not an object")
 
 
 @pytest.mark.parametrize("field", [
@@ -189,7 +200,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> tuple[guard.Guard, Downstream]:
 
 def test_the_guard_hands_litellm_the_checked_body_and_no_steering_headers(app: Any) -> None:
     outer, inner = app
-    body = json.dumps({"model": "chat", "messages": HELLO, "metadata": {"tags": ["x"]}}).encode()
+    body = json.dumps({"model": "chat", "messages": HELLO, "metadata": {"user_id": "x"}}).encode()
     status, _ = call(outer, "POST", "/v1/chat/completions/", body, {
         "Authorization": "Bearer sk-tenant", "Content-Type": "application/json", "x-litellm-tags": "free",
         "x-litellm-timeout": "9999", "X-LiteLLM-Num-Retries": "50", "x-litellm-api-key": "sk-tenant"},

@@ -20,12 +20,12 @@ def test_a_nul_character_anywhere_in_a_json_body_is_a_400_that_says_where(acme: 
     response = member.patch(acme.url(f"keys/{acme.key.pk}/"), data=json.dumps({"metadata": {"note": "a\u0000b"}}),
                             content_type="application/json")
     assert response.status_code == 400, response.content
-    assert "'metadata.note' holds a NUL character" in response.json()["detail"]
+    assert "'metadata.note' holds a NUL character" in response.json()["metadata"][0]
     assert VirtualKey.objects.get(pk=acme.key.pk).metadata == acme.key.metadata
     response = member.post(acme.url("keys/"), data=json.dumps({"name": "k\u0000", "team": acme.team.pk,
                                                                   "project": acme.project.pk}),
                            content_type="application/json")
-    assert response.status_code == 400 and "'name'" in response.json()["detail"]
+    assert response.status_code == 400 and "'name' holds a NUL character" in response.json()["name"][0]
 
 
 def test_a_route_deployment_without_a_model_is_a_400(acme: Tenant) -> None:
