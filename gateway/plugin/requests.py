@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from gateway.plugin import urls
+
 MAX_BODY_BYTES = int(os.environ.get("PORTAL_GATEWAY_MAX_BODY_BYTES", str(16 * 1024 * 1024)))
 MAX_DEPTH = int(os.environ.get("PORTAL_GATEWAY_MAX_JSON_DEPTH", "64"))
 
@@ -300,13 +302,30 @@ def part(required: dict[str, Check] | None = None, optional: dict[str, Check] | 
     return required or {}, optional or {}, one_of
 
 
+def fetched_url(value: Any, param: str) -> None:
+    """A URL LiteLLM may download from the gateway's host (gateway/plugin/urls.py)."""
+    string()(value, param)
+    why = urls.refused(value)
+    if why is not None:
+        raise invalid(f"'{param}' cannot be fetched by this gateway: {why}. Send the content inline "
+                      "(a data: URL or base64) or a public https URL.", param, "url_not_allowed")
+
+
 def image_url(value: Any, param: str) -> None:
     if isinstance(value, str):
+        fetched_url(value, param)
         return
     obj(value, param)
     if "url" not in value:
         raise invalid(f"'{param}.url' is missing.", f"{param}.url")
-    string()(value["url"], f"{param}.url")
+    fetched_url(value["url"], f"{param}.url")
+
+
+def source(value: Any, param: str) -> None:
+    """An Anthropic image or document source: base64, text, a file id, or a URL LiteLLM downloads."""
+    obj(value, param)
+    if "url" in value:
+        fetched_url(value["url"], f"{param}.url")
 
 
 def input_audio(value: Any, param: str) -> None:
@@ -342,7 +361,8 @@ def anthropic_blocks(value: Any, param: str) -> None:
 
 
 ANTHROPIC_RESULT_PARTS: dict[str, Part] = {
-    "text": TEXT, "image": part({"source": obj}), "document": part({"source": obj}, {"title": nullable(string())}),
+    "text": TEXT, "image": part({"source": source}),
+    "document": part({"source": source}, {"title": nullable(string())}),
     "search_result": part({"source": string(), "title": string(), "content": objects}),
 }
 # Not admitted: `mcp_tool_use` / `mcp_tool_result` (MCP servers are the proxy's) and `container_upload`
@@ -361,10 +381,10 @@ ANTHROPIC_SYSTEM_PARTS: dict[str, Part] = {"text": TEXT}
 
 RESPONSES_PARTS: dict[str, Part] = {
     "input_text": TEXT, "output_text": TEXT, "refusal": part({"refusal": string()}),
-    "input_image": part({}, {"image_url": string(), "file_id": string(), "detail": string(32)},
+    "input_image": part({}, {"image_url": fetched_url, "file_id": string(), "detail": string(32)},
                         ("image_url", "file_id")),
-    "input_file": part({}, {"file_data": string(), "file_id": string(), "file_url": string(), "filename": string()},
-                       ("file_data", "file_id", "file_url")),
+    "input_file": part({}, {"file_data": string(), "file_id": string(), "file_url": fetched_url,
+                            "filename": string()}, ("file_data", "file_id", "file_url")),
     "input_audio": part({"input_audio": input_audio}),
 }
 

@@ -490,3 +490,26 @@ def test_the_tools_clients_send_are_admitted() -> None:
                  {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
                  {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}]
     assert admit("messages", {"model": "m", "max_tokens": 5, "messages": HELLO, "tools": anthropic})["tools"] == anthropic
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/iam/", "http://127.0.0.1:6379/", "http://2130706433/",
+    "http://0x7f.1/", "http://[::ffff:10.0.0.5]/", "http://10.1.2.3/x.png", "http://localhost:8000/admin/",
+    "http://metadata.google.internal/computeMetadata/v1/", "file:///etc/passwd", "gopher://example.com/",
+    "http://user:pw@example.com/x.png"])
+def test_urls_litellm_would_fetch_from_the_gateways_network_are_refused(url: str) -> None:
+    """For providers without image URLs (Anthropic, Bedrock, Vertex AI...) LiteLLM downloads the URL from
+    the gateway's host: a tenant could make it call the metadata service or Redis."""
+    part = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+    assert refusal(lambda: chat(messages=[part])).code == "url_not_allowed"
+    assert refusal(lambda: chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": url}]}])).code == "url_not_allowed"
+    assert refusal(lambda: admit("responses", {"model": "r", "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": url}]}]})).code == "url_not_allowed"
+    assert refusal(lambda: admit("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": url}}]}]})).code == "url_not_allowed"
+
+
+def test_inline_and_public_image_urls_are_admitted() -> None:
+    for url in ("data:image/png;base64,iVBORw0KGgo=", "https://upload.example.com/cat.png", "https://8.8.8.8/x.png"):
+        chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
