@@ -94,7 +94,7 @@ def operations(schema: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def config(t: Tenant, schema: dict[str, Any], langfuse: LangfuseStandin) -> str:
     assert t.evals is not None
-    lines = [f'headers = {{ Authorization = "Bearer {t.tokens["owner"]}" }}', "[generation]", "max-examples = 20",
+    lines = [f'headers = {{ Authorization = "Bearer {t.tokens["owner"]}" }}', "[generation]", "max-examples = 40",
              "[parameters]", f'"path.org_slug" = "{t.org.slug}"', f'"path.team_id" = {t.team.pk}',
              f'"path.project_id" = {t.project.pk}', f'"path.evaluator_id" = {t.evals.evaluator}',
              f'"path.dataset_id" = {t.evals.dataset}', f'"path.benchmark_id" = {t.evals.benchmark}']
