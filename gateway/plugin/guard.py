@@ -48,14 +48,12 @@ OPEN_ROUTES = frozenset({"/health/liveliness", "/health/liveness"})
 # Every header LiteLLM takes a key from (proxy/auth/user_api_key_auth.py).
 KEY_HEADERS = (b"authorization", b"x-api-key", b"x-litellm-api-key", b"api-key", b"x-goog-api-key",
                b"ocp-apim-subscription-key")
-# What the master key reaches: LiteLLM's management, health and model-list routes, for operators
-# (in managed mode the portal itself never calls the proxy with it). Everything else LiteLLM
-# serves - the LLM routes under every alias (/engines/..., /openai/deployments/..., images, audio,
-# rerank, realtime, pass-through) - would answer any organization's model groups: refused.
-MASTER_PREFIXES = ("/health", "/key/", "/team/", "/user/", "/model/", "/v1/model/", "/models", "/v1/models",
-                   "/model_group/", "/spend/", "/global/", "/customer/", "/end_user/", "/organization/",
-                   "/budget/", "/routes", "/get/", "/cache/", "/config/", "/ui", "/sso/", "/login", "/logout",
-                   "/.well-known/", "/litellm/.well-known/")
+# What the master key reaches: LiteLLM's health and model-list routes, for operators. Nothing else:
+# in managed mode LiteLLM has no database, so its management routes (/key/*, /team/*, /model/new,
+# the UI...) have nothing to manage (one of them took a proxy down), and everything else it serves -
+# the LLM routes under every alias (/engines/..., /openai/deployments/..., images, audio, rerank,
+# realtime, pass-through) - would answer any organization's model groups.
+MASTER_PREFIXES = ("/health", "/models", "/v1/models", "/model/info", "/v1/model/info", "/model_group/info")
 KEPT_LITELLM_HEADERS = frozenset({b"x-litellm-api-key"})
 RESERVATION = "portal.reservation"  # set in the ASGI scope by custom auth, read here when the request ends
 LLM_LIST = "chat/completions, completions, embeddings, responses and messages (under /v1), /v1/models and " \

@@ -214,13 +214,14 @@ def test_the_guard_hands_litellm_the_checked_body_and_no_steering_headers(app: A
     assert scope["query_string"] == b"" and scope["path"] == "/v1/chat/completions"
 
 
-MANAGEMENT = [("GET", "/key/info"), ("GET", "/ui/"), ("GET", "/health"), ("GET", "/"), ("POST", "/model/new")]
+MANAGEMENT = [("GET", "/key/info"), ("GET", "/ui/"), ("POST", "/model/new"), ("GET", "/spend/logs")]
+HEALTH = [("GET", "/health"), ("GET", "/"), ("GET", "/health/readiness"), ("GET", "/model_group/info")]
 LLM_ALIASES = [("POST", "/v1/files"), ("POST", "/openai/deployments/x/chat/completions"),
                ("POST", "/anthropic/v1/messages"), ("POST", "/engines/x/chat/completions"),
                ("POST", "/v1/images/generations"), ("POST", "/v1/rerank"), ("POST", "/v1/audio/speech")]
 
 
-@pytest.mark.parametrize(("method", "path"), MANAGEMENT + LLM_ALIASES)
+@pytest.mark.parametrize(("method", "path"), MANAGEMENT + HEALTH[:2] + LLM_ALIASES)
 def test_portal_keys_reach_only_the_llm_and_model_routes(app: Any, method: str, path: str) -> None:
     outer, inner = app
     status, body = call(outer, method, path, b"{}", {"Authorization": "Bearer sk-tenant"})
@@ -228,13 +229,13 @@ def test_portal_keys_reach_only_the_llm_and_model_routes(app: Any, method: str, 
     assert inner.seen == []
 
 
-@pytest.mark.parametrize(("method", "path"), MANAGEMENT)
-def test_the_master_key_keeps_litellms_management_and_health_routes(app: Any, method: str, path: str) -> None:
+@pytest.mark.parametrize(("method", "path"), HEALTH)
+def test_the_master_key_keeps_litellms_health_and_model_list_routes(app: Any, method: str, path: str) -> None:
     outer, _ = app
     assert call(outer, method, path, b"{}", {"Authorization": "Bearer sk-master"})[0] == 200
 
 
-@pytest.mark.parametrize(("method", "path"), LLM_ALIASES)
+@pytest.mark.parametrize(("method", "path"), LLM_ALIASES + MANAGEMENT)
 def test_the_master_key_reaches_no_other_alias_of_an_llm_route(app: Any, method: str, path: str) -> None:
     """LiteLLM serves models under many paths besides the five LLM routes (Azure-style deployments,
     engines, images, audio, rerank, pass-through): with the master key each answered any
