@@ -28,6 +28,7 @@ from evals.langfuse_client import LangfuseError
 from evals.models import Dataset, DatasetItem, EvalRun, EvalScore, Evaluator, HumanLabel
 from evals.services import calibration, datasets
 from evals.services.datasets import MAX_BUILD_ITEMS, BuildSpec, WriteResult, max_upload_bytes, too_large_message
+from portal.api.filters import query_int
 
 RAW_TYPES = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "text/csv": "csv",
              "application/json": "json"}
@@ -512,11 +513,8 @@ class HumanLabelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalua
     def report(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The judge's agreement with these labels: accuracy and Cohen's kappa, next to always answering the
         most common label, with the confusion matrix."""
-        version = request.query_params.get("version")
-        if version is not None and not version.isdigit():
-            raise exceptions.ValidationError({"version": ["A version number."]})
-        result = calibration.labels_report(evaluator=self.evaluator(),
-                                           version=int(version) if version else None)
+        version = query_int(request.query_params, "version", "A version number.")
+        result = calibration.labels_report(evaluator=self.evaluator(), version=version)
         return Response(AgreementSerializer(result).data)
 
 
@@ -535,11 +533,9 @@ class CalibrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
 
     def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         queryset = super().narrow_queryset(queryset).filter(evaluator_version__evaluator=self.evaluator())
-        dataset = self.request.query_params.get("dataset", "")
-        if self.action == "list" and dataset:
-            if not dataset.isdigit():
-                raise exceptions.ValidationError({"dataset": ["A dataset id."]})
-            queryset = queryset.filter(subject__startswith=f"{calibration.SUBJECT_PREFIX}{int(dataset)}/")
+        dataset = query_int(self.request.query_params, "dataset", "A dataset id.")
+        if self.action == "list" and dataset is not None:
+            queryset = queryset.filter(subject__startswith=f"{calibration.SUBJECT_PREFIX}{dataset}/")
         return queryset
 
     @extend_schema(parameters=[OpenApiParameter("dataset", int, description="Only calibrations on this dataset.")])

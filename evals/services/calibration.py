@@ -241,7 +241,7 @@ def parse_labels(evaluator: Evaluator, content: bytes, fmt: str) -> list[LabelRo
     check_row_count(len(records) + len(errors), "labels")
     item_ids = {str(r.get("item_id")).strip() for _, r in records if r.get("item_id") is not None}
     items = {str(i.pk): i for i in DatasetItem.objects.filter(
-        dataset__project_id=evaluator.project_id, pk__in=[i for i in item_ids if i.isdigit() and len(i) < 19])}
+        dataset__project_id=evaluator.project_id, pk__in=[i for i in item_ids if i.isascii() and i.isdigit() and len(i) < 19])}
     rows: list[tuple[int, LabelRow]] = []
     for line, record in records:
         problems = [f"unknown field {k!r}" for k in sorted(set(record) - LABEL_COLUMNS)][:5]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import django_filters
 from django.db import models
 from django_filters.filterset import FILTER_FOR_DBFIELD_DEFAULTS
 from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import exceptions
 
 
 class IdFilterSet(django_filters.FilterSet):
@@ -22,3 +25,14 @@ class IdFilterSet(django_filters.FilterSet):
 
 class FilterBackend(DjangoFilterBackend):
     filterset_base = IdFilterSet
+
+
+def query_int(params: Mapping[str, str], name: str, message: str) -> int | None:
+    """An optional whole-number query parameter: ASCII digits only (`"²".isdigit()` is true and `int("²")`
+    fails) and within the database's integer range, else a 400 naming the parameter."""
+    value = params.get(name, "")
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) < 10):
+        raise exceptions.ValidationError({name: [message]})
+    return int(value)

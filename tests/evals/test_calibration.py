@@ -280,6 +280,12 @@ def test_a_calibration_judges_each_labelled_item_and_reports_agreement(
     calibrations = url(acme, f"evaluators/{ev['id']}/calibrations/")
     assert acme.client("viewer").get(calibrations, {"dataset": dataset_id + 1}).json()["count"] == 0
     assert acme.client("viewer").get(calibrations, {"dataset": dataset_id}).json()["count"] == 1
+    # digits that are not ASCII (Schemathesis found "²") or beyond the id range are a 400, not a 500
+    for bad in ("²", "١", "9" * 20, "-1", "x"):
+        answer = acme.client("viewer").get(calibrations, {"dataset": bad})
+        assert (answer.status_code, answer.json()) == (400, {"dataset": ["A dataset id."]}), bad
+        answer = acme.client("viewer").get(url(acme, f"evaluators/{ev['id']}/labels/report/"), {"version": bad})
+        assert (answer.status_code, answer.json()) == (400, {"version": ["A version number."]}), bad
     assert all(re.fullmatch(r"dataset:\d+/item:\d+/run:\d+", s.trace_id) for s in EvalScore.objects.all())
 
 
