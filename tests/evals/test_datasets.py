@@ -214,7 +214,7 @@ def test_size_and_line_limits(acme: Tenant, monkeypatch: pytest.MonkeyPatch, set
     response = upload(acme, dataset["id"], jsonl(*[{"input": i} for i in range(4)]))
     assert response.status_code == 400 and "more than 3 items" in response.json()["file"][0]
     settings.EVALS_MAX_UPLOAD_BYTES = 100
-    monkeypatch.setattr("evals.api.datasets.MULTIPART_SLACK", 0)
+    monkeypatch.setattr("evals.api.datasets.uploads.MULTIPART_SLACK", 0)
     too_big = upload(acme, dataset["id"], jsonl({"input": "x" * 200}))
     assert too_big.status_code == 413
     assert upload(acme, dataset["id"], "input\nx\n", content_type="application/xml").status_code == 415
