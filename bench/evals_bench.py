@@ -166,9 +166,9 @@ def evaluate(entry: dict[str, Any], concurrency: int, traces: int) -> dict[str, 
     schedule = evaluators.schedule_save(actor=entry["actor"], project=entry["project"], data={
         "name": f"c{concurrency}-{time.monotonic_ns()}", "evaluator": entry["evaluator"], "interval_seconds": 3600,
         "concurrency": concurrency, "max_traces": traces, "initial_lookback_hours": 2, "enabled": False})
-    run = evaluators.run_create(project=entry["project"], evaluator=entry["evaluator"], schedule=schedule)
+    run = evaluators.eval_run_create(project=entry["project"], evaluator=entry["evaluator"], schedule=schedule)
     started = time.perf_counter()
-    runs.execute_run(run.pk)
+    runs.eval_run_execute(run.pk)
     elapsed = time.perf_counter() - started
     run = EvalRun.objects.get(pk=run.pk)
     if run.status != "succeeded" or run.scored != traces:

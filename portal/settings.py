@@ -208,6 +208,9 @@ LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)
 # Uploads (dataset items, human labels) are parsed by the web process: bounded in size and rows.
 EVALS_MAX_UPLOAD_BYTES = env.int("EVALS_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
 EVALS_MAX_UPLOAD_ROWS = env.int("EVALS_MAX_UPLOAD_ROWS", default=50_000)
+# A scheduled run's window ends this many seconds before the run starts: Langfuse lists a trace
+# only once it has ingested it (asynchronously), and a window that ended "now" would miss it for good.
+EVALS_INGESTION_DELAY_SECONDS = env.int("EVALS_INGESTION_DELAY_SECONDS", default=120)
 
 # Internal networks (CIDR) and host names that tenant-entered URLs (Langfuse hosts, alert
 # webhooks, provider api_base) may point at; everything internal is refused otherwise

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 from celery.schedules import crontab
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from evals.judge import template_problem
+from evals.lifecycle import STUCK_AFTER
 from evals.models import EvalRun, EvalSchedule, Evaluator, EvaluatorVersion, RunStatus
-from evals.services.runs import STUCK_AFTER
 from evals.templates import TEMPLATES, template
-from gateway.models import ModelRoute
+from gateway.services.keys import usable_routes
 from portal import audit
 from portal.access import Actor
 from portal.exceptions import Conflict
@@ -28,6 +30,7 @@ VERSION_FIELDS = ("judge_route", "template_key", "prompt_template", "variables",
 #: Runs (evaluations and calibrations) of one organization queued or running at once, on the shared
 #: workers (per organization, not per project: a team admin may create any number of projects).
 MAX_ACTIVE_RUNS = 16
+log = logging.getLogger(__name__)
 SCHEDULE_FIELDS = ("name", "enabled", "cron", "interval_seconds", "filters", "sampling_rate", "max_traces",
                    "max_judge_spend", "concurrency", "initial_lookback_hours", "alert_below", "alert_drop")
 
@@ -38,10 +41,8 @@ def version_state(v: EvaluatorVersion) -> dict[str, Any]:
 
 def check_version(project: Project, data: dict[str, Any]) -> None:
     errors: dict[str, str] = {}
-    route: ModelRoute = data["judge_route"]
-    usable = ModelRoute.objects.filter(pk=route.pk, organization_id=project.organization_id, is_active=True).filter(
-        Q(allowed_teams=None) | Q(allowed_teams=project.team_id))
-    if not usable.exists():
+    usable = usable_routes(project.team_id, project.organization_id).filter(is_active=True)
+    if not usable.filter(pk=data["judge_route"].pk).exists():
         errors["judge_route"] = "The route is not available to this project's team."
     kind = data["score_type"]
     if kind == "numeric":
@@ -167,7 +168,9 @@ def check_schedule(data: dict[str, Any]) -> None:
 
 
 def _sync_beat(schedule: EvalSchedule) -> None:
-    fields = {"task": "evals.tasks.run_schedule", "args": json.dumps([schedule.pk]), "queue": "evals",
+    from evals.tasks import run_schedule
+
+    fields = {"task": run_schedule.name, "args": json.dumps([schedule.pk]), "queue": "evals",
               "enabled": schedule.enabled, **_beat_schedule(schedule)}
     if schedule.periodic_task is None:
         schedule.periodic_task = PeriodicTask.objects.create(name=f"evals: schedule {schedule.pk}", **fields)
@@ -230,23 +233,51 @@ def check_capacity(project: Project, schedule: EvalSchedule | None = None) -> No
                        "one to finish.")
 
 
+def schedule_window(schedule: EvalSchedule, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The next window of a schedule: from where the last succeeded run ended to
+    `EVALS_INGESTION_DELAY_SECONDS` ago (Langfuse lists a trace only once it has
+    ingested it: a window that ended now would miss the late ones for good)."""
+    end = now - dt.timedelta(seconds=settings.EVALS_INGESTION_DELAY_SECONDS)
+    start = schedule.last_window_end or end - dt.timedelta(hours=schedule.initial_lookback_hours)
+    return min(start, end), end
+
+
 @transaction.atomic
-def run_create(*, project: Project, evaluator: Evaluator, schedule: EvalSchedule | None = None,
-               window_start: dt.datetime | None = None, window_end: dt.datetime | None = None) -> EvalRun:
-    """A queued run (409 `Conflict` beyond what `check_capacity` allows)."""
+def eval_run_create(*, project: Project, evaluator: Evaluator, schedule: EvalSchedule | None = None,
+                    window_start: dt.datetime | None = None, window_end: dt.datetime | None = None) -> EvalRun:
+    """A queued run (409 `Conflict` beyond what `check_capacity` allows); a
+    schedule's run covers the schedule's next window (`schedule_window`)."""
     check_capacity(project, schedule)
     version = evaluator.current
     if version is None:
         raise ValidationError({"evaluator": "The evaluator has no version."})
     now = timezone.now()
     if schedule is not None:
-        window_start = schedule.last_window_end or now - dt.timedelta(hours=schedule.initial_lookback_hours)
-        window_end = now
+        window_start, window_end = schedule_window(schedule, now)
     return EvalRun.objects.create(project=project, schedule=schedule, evaluator_version=version,
                                   window_start=window_start, window_end=window_end or now, status=RunStatus.QUEUED)
 
 
-def enqueue(run: EvalRun) -> None:
-    from evals.tasks import execute_run
+def schedule_run_create(*, schedule_id: int) -> EvalRun | None:
+    """Beat's tick of a schedule: a queued run of its next window, sent to the
+    worker; None when the schedule is disabled, its evaluator archived, or its
+    last run still going (the tick is skipped: the next one covers the window)."""
+    from evals.tasks import execute_eval_run
 
-    transaction.on_commit(lambda: execute_run.delay(run.pk))
+    schedule = EvalSchedule.objects.select_related("project", "evaluator").filter(pk=schedule_id,
+                                                                                 enabled=True).first()
+    if schedule is None or schedule.evaluator.archived:
+        return None
+    try:
+        run = eval_run_create(project=schedule.project, evaluator=schedule.evaluator, schedule=schedule)
+    except Conflict as busy:
+        log.info("schedule %s: not run: %s", schedule_id, busy)
+        return None
+    execute_eval_run.delay(run.pk)  # committed: `eval_run_create` is atomic and this is not
+    return run
+
+
+def enqueue(run: EvalRun) -> None:
+    from evals.tasks import execute_eval_run
+
+    transaction.on_commit(lambda: execute_eval_run.delay(run.pk))

@@ -17,8 +17,8 @@ from evals.judge import as_text, extract_json
 from evals.langfuse_client import LangfuseError
 from evals.models import EvalReport, EvalRun, EvalScore, RunStatus, ScoreStatus
 from evals.service_keys import service_key
-from evals.services.benchmarks import usable_routes
 from gateway.models import ModelRoute
+from gateway.services.keys import usable_routes
 
 log = logging.getLogger(__name__)
 LOWEST = 20
@@ -40,7 +40,8 @@ Answer with a JSON object only:
 def report_create(*, run: EvalRun, route: ModelRoute) -> EvalReport:
     """A queued report through `route`, which must be usable by the run's
     project (like a judge route or a benchmark's routes)."""
-    if not usable_routes(run.project).filter(pk=route.pk).exists():
+    project = run.project
+    if not usable_routes(project.team_id, project.organization_id).filter(is_active=True, pk=route.pk).exists():
         raise ValidationError({"route": "The route is not available to this project's team."})
     EvalReport.objects.filter(run=run).delete()
     report = EvalReport.objects.create(run=run, route=route)

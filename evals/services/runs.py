@@ -1,47 +1,43 @@
-"""Running an evaluation over a window of a project's Langfuse traces.
+"""Executing an evaluation run: the judge over a window of a project's
+Langfuse traces, on the run lifecycle (`evals/lifecycle.py`).
 
 Each (trace, evaluator version) is scored exactly once, across task retries
 and overlapping runs: a run claims the score row (unique per pair) before
 calling the judge, and the score is written to Langfuse with an id derived
 from the pair, which Langfuse upserts. A run that stops early (judge spend
 limit, Langfuse failing after its retries) ends `partial`; the next run
-covers the same window again and skips what is already scored."""
+covers the same window again and skips what is already scored.
+
+A scheduled run never skips a trace: its window ends `EVALS_INGESTION_DELAY_SECONDS`
+before it starts (Langfuse ingests traces asynchronously, so the newest are
+not listed yet), and a trace whose judge call failed for a transient reason
+(the gateway's 5xx or time-out) is kept as `retry` and judged again by the
+schedule's next run, whatever its window, up to `MAX_ATTEMPTS` times."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
-import time
 import uuid
-from collections import Counter
-from concurrent.futures import Future
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Avg
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from evals.concurrency import Bounded
-from evals.gateway_client import PORTAL_TAG, GatewayCallError, GatewayClient
-from evals.judge import JudgeParseError, Judgment, ScoreSpec, judge, render
+from evals.gateway_client import PORTAL_TAG, GatewayCallError
 from evals.langfuse_client import LangfuseClient, LangfuseError
+from evals.lifecycle import Limit, RunStopped
 from evals.models import EvalRun, EvalSchedule, EvalScore, EvaluatorVersion, RunStatus, ScoreStatus
-from evals.service_keys import service_key
+from evals.services.judging import LANGFUSE_TYPES, JudgeExecution, ensure_score_config
 from portal.notify import send_alert
 
-log = logging.getLogger(__name__)
 SCORE_NAMESPACE = uuid.UUID("6f1d2c3a-7b0e-4e55-9a3b-0c2f5d8e9a41")
 STALE_CLAIM = dt.timedelta(minutes=10)
-PROGRESS_EVERY = 5
 DEFAULT_CONCURRENCY = 4
 SCAN_PER_TRACE = 20  # a run reads at most this many traces per trace it may score (filters, sampling)
-LANGFUSE_TYPES = {"numeric": "NUMERIC", "boolean": "BOOLEAN", "categorical": "CATEGORICAL"}
-
-
-class RunStopped(Exception):
-    """Stop the run cleanly, keeping what was done."""
+MAX_ATTEMPTS = 5  # judge calls of one trace that failed for a transient reason, before it counts as failed
+UNEXPECTED = "The run stopped on an unexpected error (it is logged); nothing more was scored."
 
 
 def sampled(trace_id: str, rate: float) -> bool:
@@ -74,16 +70,6 @@ def trace_source(trace: dict[str, Any]) -> dict[str, Any]:
             if isinstance(trace.get("metadata"), dict) else None}
 
 
-def ensure_score_config(client: LangfuseClient, version: EvaluatorVersion) -> str | None:
-    spec: dict[str, Any] = {"description": version.evaluator.description or f"LLM-as-judge, {version}"}
-    if version.score_type == "numeric":
-        spec |= {"minValue": version.min_value, "maxValue": version.max_value}
-    elif version.score_type == "categorical":
-        spec |= {"categories": [{"label": label, "value": i} for i, label in enumerate(version.labels)]}
-    config = client.score_config(version.evaluator.name, LANGFUSE_TYPES[version.score_type], **spec)
-    return config.get("id")
-
-
 def claim(run: EvalRun, trace_id: str) -> EvalScore | None:
     """This run's claim on the trace's score, or None when another run has it
     (or it is already scored)."""
@@ -101,13 +87,19 @@ def claim(run: EvalRun, trace_id: str) -> EvalScore | None:
             return existing if existing.pushed_at is None else None  # scored: push it if that never happened
         mine = existing.run_id == run.pk
         owner_done = existing.run is None or existing.run.status not in (RunStatus.QUEUED, RunStatus.RUNNING)
-        abandoned = (existing.status == ScoreStatus.FAILED or owner_done
+        abandoned = (existing.status in (ScoreStatus.FAILED, ScoreStatus.RETRY) or owner_done
                      or timezone.now() - existing.claimed_at > STALE_CLAIM)
         if not (mine or abandoned):
             return None
         existing.run, existing.status, existing.claimed_at = run, ScoreStatus.CLAIMED, timezone.now()
         existing.save(update_fields=["run", "status", "claimed_at"])
         return existing
+
+
+def claim_retry(run: EvalRun, row: EvalScore) -> bool:
+    """Take a `retry` row for this run (a conditional UPDATE: one run takes it)."""
+    return bool(EvalScore.objects.filter(pk=row.pk, status=ScoreStatus.RETRY).update(
+        run=run, status=ScoreStatus.CLAIMED, claimed_at=timezone.now()))
 
 
 def push(client: LangfuseClient, score: EvalScore, version: EvaluatorVersion, config_id: str | None) -> None:
@@ -122,148 +114,190 @@ def push(client: LangfuseClient, score: EvalScore, version: EvaluatorVersion, co
     score.save(update_fields=["pushed_at"])
 
 
-class Runner:
-    """Claims traces one by one in the main thread (database, Langfuse) and
-    judges them on a pool of `concurrency` threads (only HTTP to the gateway)."""
+class EvaluationRun(JudgeExecution):
+    """The units are the schedule's `retry` rows, then the window's traces
+    that match the filters and are sampled; each is claimed, judged on the
+    pool and its score pushed to Langfuse."""
 
-    def __init__(self, run: EvalRun, langfuse: LangfuseClient, gateway: GatewayClient) -> None:
-        self.run, self.langfuse, self.gateway = run, langfuse, gateway
-        self.version = run.evaluator_version
-        self.spec = ScoreSpec.of(self.version)
-        self.schedule = run.schedule
-        self.concurrency = self.schedule.concurrency if self.schedule else DEFAULT_CONCURRENCY
+    name = "evaluation run"
+    unexpected = UNEXPECTED
+
+    def __init__(self, run: EvalRun) -> None:
+        self.schedule: EvalSchedule | None = run.schedule
+        self.filters: dict[str, Any] = self.schedule.filters if self.schedule else {}
+        self.max_traces = self.schedule.max_traces if self.schedule else 1000
+        self.rate = self.schedule.sampling_rate if self.schedule else 1.0
+        self.langfuse: LangfuseClient | None = None
         self.config_id: str | None = None
-        self.capped_at: str | None = None  # timestamp of the last trace, when max_traces stopped the run
+        self.capped_at: str | None = None  # timestamp of the last trace taken, when a count limit stopped the run
         self.last_seen: str | None = None  # timestamp of the last trace read
-        self.judging: Bounded[Judgment, EvalScore] = Bounded(self.concurrency, self.finish, "judge")
-        self.stopped: str = ""
-        self.langfuse_error: str = ""
+        self.retried = 0
+        self.langfuse_error = ""
+        super().__init__(run)
 
-    def save(self, *fields: str) -> None:
-        self.run.save(update_fields=list(fields or [
-            "considered", "sampled", "scored", "already_scored", "failed", "processed", "total", "judge_cost"]))
+    def concurrency(self) -> int:
+        return self.schedule.concurrency if self.schedule else DEFAULT_CONCURRENCY
 
-    def spend_left(self) -> bool:
-        """Counting the judgements in flight at the average cost so far."""
-        limit = self.schedule.max_judge_spend if self.schedule else None
-        if limit is None:
-            return True
-        done = self.run.scored + self.run.failed
-        average = self.run.judge_cost / done if done else Decimal(0)
-        return self.run.judge_cost + average * len(self.judging) < limit
+    def limits(self) -> list[Limit]:
+        limits = [*super().limits(), Limit("count", self.max_traces, f"stopped at the maximum of {self.max_traces} "
+                                           "traces; the next run goes on from here", done=True)]
+        if self.schedule and self.schedule.max_judge_spend is not None:
+            limits.append(Limit("spend", self.schedule.max_judge_spend, "judge spend limit reached"))
+        return limits
 
-    def judge_trace(self, trace: dict[str, Any]) -> Judgment:
-        prompt = render(self.version.prompt_template, self.version.variables, trace_source(trace))
-        return judge(self.gateway, route=self.version.judge_route.name, prompt=prompt, spec=self.spec,
-                     output_mode=self.version.output_mode)
+    def measure(self, name: str) -> float | Decimal | int:
+        run = self.run
+        if name == "count":
+            return run.sampled
+        if name == "spend":  # counting the judgements in flight at the average cost so far
+            done = run.scored + run.failed
+            average = run.judge_cost / done if done else Decimal(0)
+            return run.judge_cost + average * len(self.pool)
+        return super().measure(name)
 
-    def record(self, row: EvalScore, future: Future[Judgment]) -> None:
-        """The outcome of one judgement, saved and pushed (main thread)."""
+    def execute(self) -> None:
         try:
-            result = future.result()
-        except JudgeParseError as exc:
-            row.status, row.error, row.judge_cost = ScoreStatus.FAILED, str(exc)[:500], Decimal(str(exc.cost))
-            row.save(update_fields=["status", "error", "judge_cost"])
-            self.run.failed += 1
-            self.run.judge_cost += Decimal(str(exc.cost))
+            super().execute()
+        except LangfuseError as exc:  # beyond the client's retries: the run stops, the window stays
+            raise RunStopped(str(exc)[:300], error=str(exc)[:1000]) from None
+
+    def prepare(self) -> None:
+        conn = getattr(self.run.project, "langfuse_connection", None)
+        if conn is None or not conn.enabled:
+            raise RunStopped("the project has no Langfuse connection")
+        self.langfuse = conn.client()
+        self.config_id = ensure_score_config(self.langfuse, self.version)
+
+    def close(self) -> None:
+        if self.langfuse is not None:
+            self.langfuse.close()
+
+    # Units -------------------------------------------------------------
+
+    def units(self) -> Any:
+        run = self.run
+        run.considered = run.sampled = run.scored = run.already_scored = run.failed = run.processed = 0
+        yield from self.retries()
+        yield from self.window()
+
+    def retries(self) -> Any:
+        """The schedule's traces whose judging failed for a transient reason in an earlier run."""
+        if self.schedule is None:
             return
-        except GatewayCallError as exc:
-            row.delete()  # not judged: a later run takes it
-            if exc.permanent:
-                self.stopped = self.stopped or f"the gateway refused the judge call: {exc}"
-            else:
-                self.run.failed += 1
+        rows = EvalScore.objects.filter(evaluator_version=self.version, status=ScoreStatus.RETRY,
+                                        run__schedule=self.schedule).order_by("id")
+        yield from (("retry", row) for row in rows[:self.max_traces])
+
+    def window(self) -> Any:
+        run, langfuse = self.run, self.langfuse
+        assert langfuse is not None
+        traces = langfuse.traces(
+            from_time=run.window_start.isoformat() if run.window_start else None,
+            to_time=run.window_end.isoformat() if run.window_end else None,
+            name=self.filters.get("name"), tags=self.filters.get("tags"), user_id=self.filters.get("user_id"),
+            environment=self.filters.get("environment"))
+        scan_limit = self.max_traces * SCAN_PER_TRACE
+        for read, trace in enumerate(traces, 1):
+            if read > scan_limit:  # whatever the host lists (its pages may never end), the run ends
+                self.capped_at = self.last_seen
+                raise RunStopped(f"stopped after reading {scan_limit} traces; the next run goes on from here",
+                                 done=True)
+            if not isinstance(trace, dict) or not isinstance(trace.get("id"), str):
+                continue
+            self.last_seen = trace.get("timestamp") or self.last_seen
+            if not matches(trace, self.filters):
+                continue
+            run.considered += 1
+            if sampled(trace["id"], self.rate):
+                yield ("trace", trace)
+
+    def take(self, unit: tuple[str, Any]) -> Any:
+        kind, value = unit
+        return self.take_retry(value) if kind == "retry" else self.take_trace(value)
+
+    def take_trace(self, trace: dict[str, Any]) -> Any:
+        run = self.run
+        run.sampled += 1
+        run.total = run.sampled + self.retried
+        self.capped_at = trace.get("timestamp")
+        row = claim(run, trace["id"])
+        if row is None or row.status == ScoreStatus.SCORED:  # another run's, or scored before and never pushed
+            if row is not None:
+                self.push(row)
+            run.already_scored += 1
+            run.processed += 1
+            return None
+        return self.judging(row, trace_source(trace))
+
+    def take_retry(self, row: EvalScore) -> Any:
+        if not claim_retry(self.run, row):
+            return None  # another run took it
+        assert self.langfuse is not None
+        try:
+            trace = self.langfuse.trace(row.trace_id)
+        except LangfuseError as exc:
+            if not exc.permanent:
+                raise
+            row.run = self.run
+            self.failed(row, f"the trace could not be read again: {exc}")
+            self.run.processed += 1
+            return None
+        self.retried += 1
+        self.run.total = self.run.sampled + self.retried
+        row.run = self.run
+        return self.judging(row, trace_source(trace))
+
+    # Outcomes ----------------------------------------------------------
+
+    def unanswered(self, row: EvalScore, exc: GatewayCallError) -> None:
+        """Not judged: the schedule's next run tries again (a run without a schedule: a later run of the window)."""
+        row.attempts += 1
+        if row.attempts >= MAX_ATTEMPTS:
+            self.failed(row, f"the judge call failed {row.attempts} times: {exc}")
             return
-        row.status, row.value, row.label, row.comment = ScoreStatus.SCORED, result.value, result.label, result.comment
-        row.judge_cost, row.latency_ms, row.scored_at = Decimal(str(result.cost)), result.latency_ms, timezone.now()
-        row.save(update_fields=["status", "value", "label", "comment", "judge_cost", "latency_ms", "scored_at"])
-        self.run.judge_cost += Decimal(str(result.cost))
-        self.run.scored += 1
+        row.status, row.error = ScoreStatus.RETRY, f"the judge call failed: {exc}"[:500]
+        row.save(update_fields=["status", "error", "attempts"])
+        self.run.failed += 1
+
+    def scored(self, row: EvalScore) -> None:
         self.push(row)
 
     def push(self, row: EvalScore) -> None:
         """Write the score to Langfuse. If Langfuse fails beyond the client's
         retries, the run stops (partial); unpushed scores go out next run."""
-        if self.langfuse_error:
+        if self.langfuse_error or self.langfuse is None:
             return
         try:
             push(self.langfuse, row, self.version, self.config_id)
         except LangfuseError as exc:
             self.langfuse_error = str(exc)[:300]
-            self.stopped = self.stopped or f"Langfuse failed: {exc}"[:300]
+            self.stop(f"Langfuse failed: {exc}"[:300])
 
-    def finish(self, row: EvalScore, future: Future[Judgment]) -> None:
-        self.record(row, future)
-        self.run.processed += 1
-        if self.run.processed % PROGRESS_EVERY == 0:
-            self.save()
+    # The end -----------------------------------------------------------
 
-    def submit(self, trace: dict[str, Any], row: EvalScore) -> None:
-        if row.status == ScoreStatus.SCORED:  # scored before, never pushed
-            self.push(row)
-            self.run.already_scored += 1
-            self.run.processed += 1
-            return
-        if self.stopped or not self.spend_left():
-            row.delete()  # release the claim: a later run scores this trace
-            self.stopped = self.stopped or "judge spend limit reached"
-            return
-        self.judging.submit(row, self.judge_trace, trace)
+    def conclude(self) -> None:
+        self.concluded()
 
-    def execute(self) -> None:
-        run, schedule = self.run, self.schedule
-        filters = schedule.filters if schedule else {}
-        max_traces = schedule.max_traces if schedule else 1000
-        rate = schedule.sampling_rate if schedule else 1.0
-        self.config_id = ensure_score_config(self.langfuse, self.version)
-        traces = self.langfuse.traces(
-            from_time=run.window_start.isoformat() if run.window_start else None,
-            to_time=run.window_end.isoformat() if run.window_end else None,
-            name=filters.get("name"), tags=filters.get("tags"), user_id=filters.get("user_id"),
-            environment=filters.get("environment"))
-        run.considered = run.sampled = run.scored = run.already_scored = run.failed = run.processed = 0
-        scan_limit = max_traces * SCAN_PER_TRACE
-        with self.judging:  # leaving it lands what is in flight, even when the run stops
-            for read, trace in enumerate(traces, 1):
-                if self.stopped:
-                    break
-                if read > scan_limit:  # whatever the host lists (its pages may never end), the run ends
-                    run.stop_reason = f"stopped after reading {scan_limit} traces; the next run goes on from here"
-                    self.capped_at = self.last_seen
-                    break
-                if not isinstance(trace, dict) or not isinstance(trace.get("id"), str):
-                    continue
-                self.last_seen = trace.get("timestamp") or self.last_seen
-                if not matches(trace, filters):
-                    continue
-                run.considered += 1
-                if not sampled(trace["id"], rate):
-                    continue
-                if run.sampled >= max_traces:
-                    run.stop_reason = f"stopped at the maximum of {max_traces} traces; the next run goes on from here"
-                    break
-                run.sampled += 1
-                run.total = run.sampled
-                self.capped_at = trace.get("timestamp")
-                row = claim(run, trace["id"])
-                if row is None:
-                    run.already_scored += 1
-                    run.processed += 1
-                else:
-                    self.submit(trace, row)
-        if self.stopped:
-            raise RunStopped(self.stopped)
+    def finished(self) -> None:
+        run = self.run
+        if run.status == RunStatus.SUCCEEDED and run.schedule_id:
+            cursor = run.window_end
+            if run.stop_reason and self.capped_at:  # capped: the next run starts at the last trace taken
+                cursor = dt.datetime.fromisoformat(self.capped_at.replace("Z", "+00:00"))
+            if cursor:
+                EvalSchedule.objects.filter(pk=run.schedule_id).update(last_window_end=cursor)
+        if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
+            alert_if_needed(run)
 
+    @classmethod
+    def release_all(cls, run_ids: list[int]) -> None:
+        """Claims not judged are released for the next run; a retried trace stays a retry."""
+        claimed = EvalScore.objects.filter(run_id__in=run_ids, status=ScoreStatus.CLAIMED)
+        claimed.filter(attempts__gt=0).update(status=ScoreStatus.RETRY)
+        claimed.delete()
 
-def summarize(run: EvalRun) -> None:
-    scores = EvalScore.objects.filter(run=run, status=ScoreStatus.SCORED)
-    run.mean_score = scores.aggregate(m=Avg("value"))["m"]
-    version = run.evaluator_version
-    if version.score_type == "numeric":
-        counts = Counter(f"{v:g}" for v in scores.values_list("value", flat=True))
-    else:
-        counts = Counter(scores.values_list("label", flat=True))
-    run.distribution = dict(sorted(counts.items()))
+    def release(self) -> None:
+        self.release_all([self.run.pk])
 
 
 def alert_if_needed(run: EvalRun) -> None:
@@ -288,80 +322,15 @@ def alert_if_needed(run: EvalRun) -> None:
                         "reasons": reasons})
 
 
-def start(run_id: int) -> EvalRun | None:
-    """Mark the run as running; a queued or (task retry) running run may start."""
-    updated = EvalRun.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
-        status=RunStatus.RUNNING, started_at=timezone.now())
-    return EvalRun.objects.select_related("project", "evaluator_version__evaluator", "evaluator_version__judge_route",
-                                          "schedule").get(pk=run_id) if updated else None
-
-
-UNEXPECTED = "The run stopped on an unexpected error (it is logged); nothing more was scored."
-
-
-def execute_run(run_id: int) -> EvalRun | None:
-    """Run it; whatever happens, the run ends in a final state: an
-    unexpected error fails it (and is raised again, for the worker's log),
-    rather than leaving it `running` until `fail_stuck_runs` (which still
-    catches a run whose task ran out of retries)."""
-    run = start(run_id)
-    if run is None:
-        return None
-    try:
-        return _execute(run)
-    except (DatabaseError, ConnectionError):
-        raise  # the task retries these (and a retry resumes the run)
-    except Exception:
-        log.exception("evaluation run %s failed", run_id)
-        EvalScore.objects.filter(run_id=run_id, status=ScoreStatus.CLAIMED).delete()
-        EvalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
-            status=RunStatus.FAILED, error=UNEXPECTED, finished_at=timezone.now())
-        raise
-
-
-def _execute(run: EvalRun) -> EvalRun:
-    t0 = time.monotonic()
-    conn = getattr(run.project, "langfuse_connection", None)
-    cursor = run.window_end
-    try:
-        if conn is None or not conn.enabled:
-            raise RunStopped("the project has no Langfuse connection")
-        with conn.client() as langfuse:
-            runner = Runner(run, langfuse, GatewayClient(service_key(run.project)))
-            runner.execute()
-        run.status = RunStatus.SUCCEEDED
-        if run.stop_reason and runner.capped_at:  # capped: the next run starts at the last trace seen
-            cursor = dt.datetime.fromisoformat(runner.capped_at.replace("Z", "+00:00"))
-    except RunStopped as stop:
-        run.stop_reason = str(stop)
-        run.status = RunStatus.PARTIAL if run.processed else RunStatus.FAILED
-        run.error = "" if run.processed else str(stop)
-    except LangfuseError as exc:
-        run.status, run.stop_reason = (RunStatus.PARTIAL if run.processed else RunStatus.FAILED), str(exc)[:300]
-        run.error = str(exc)[:1000]
-    # Claims the run took but did not score are released for the next run.
-    EvalScore.objects.filter(run=run, status=ScoreStatus.CLAIMED).delete()
-    summarize(run)
-    run.finished_at = timezone.now()
-    run.duration_ms = int((time.monotonic() - t0) * 1000)
-    run.save()
-    if run.status == RunStatus.SUCCEEDED and run.schedule_id and cursor:
-        EvalSchedule.objects.filter(pk=run.schedule_id).update(last_window_end=cursor)
-    if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL):
-        alert_if_needed(run)
-    return run
-
-
-STUCK_AFTER = dt.timedelta(hours=2)
+def eval_run_execute(run_id: int) -> EvalRun | None:
+    """Execute a queued evaluation run (the `evals` worker); None when it already finished."""
+    return EvaluationRun.handle(run_id)
 
 
 def fail_stuck_runs() -> int:
-    """Runs whose worker died (killed, out of retries, past its hard time
-    limit) stay `running`; after longer than any run may take they are failed,
-    and their claims released."""
-    cutoff = timezone.now() - STUCK_AFTER
-    stuck = EvalRun.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.QUEUED], created_at__lt=cutoff)
-    ids = list(stuck.values_list("pk", flat=True))
-    EvalScore.objects.filter(run_id__in=ids, status=ScoreStatus.CLAIMED).delete()
-    return stuck.update(status=RunStatus.FAILED, error="The run stopped without finishing (its worker was lost).",
-                        finished_at=timezone.now())
+    """Runs of every kind whose worker died (killed, out of retries, past its hard time
+    limit) stay `running`; after longer than any run may take they are failed, and their
+    claims released."""
+    from evals.services.benchmarks.execution import BenchmarkExecution
+
+    return EvaluationRun.fail_stuck() + BenchmarkExecution.fail_stuck()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from evals.models import EvalRun, EvalScore
-from evals.tasks import execute_run
+from evals.tasks import execute_eval_run
 from gateway.models import KeyKind, UsageRecord, VirtualKey
 from tests.e2e.conftest import Stack
 from tests.e2e.helpers import until
@@ -96,7 +96,7 @@ def test_a_run_scores_every_trace_once_in_langfuse_and_the_portal(stack: Stack, 
 def test_overlapping_runs_and_task_retries_score_each_trace_once(stack: Stack, acme: Tenant) -> None:
     lf, ids, ev, since = setup(stack, acme, 20)
     first, second = run(acme, ev["id"], since), run(acme, ev["id"], since)  # both queued at once
-    execute_run.delay(first["id"])  # a redelivered task for the first run
+    execute_eval_run.delay(first["id"])  # a redelivered task for the first run
     a, b = finished(acme, first["id"]), finished(acme, second["id"])
     until(lambda: not EvalRun.objects.filter(status__in=["queued", "running"]).exists(), 30, 0.2)
     assert a["status"] == b["status"] == "succeeded"

@@ -32,7 +32,8 @@ def beat(stack: Stack, tmp_path: Any) -> Iterator[Proc]:
     proc.stop(signal.SIGTERM)
 
 
-def test_beat_fires_a_schedule_and_its_alerts_follow_the_scores(stack: Stack, acme: Tenant, beat: Proc) -> None:
+def test_beat_fires_a_schedule_and_its_alerts_follow_the_scores(stack: Stack, acme: Tenant, beat: Proc,
+                                                                settings: Any) -> None:
     hooks = Hooks()
     acme.client("owner").patch(acme.url(), {"alert_webhook_url": hooks.url}, format="json")
     lf = connect_langfuse(acme, stack)
@@ -69,6 +70,7 @@ def test_beat_fires_a_schedule_and_its_alerts_follow_the_scores(stack: Stack, ac
     stack.langfuse.seed_traces(lf, 3, start=dt.datetime.now(dt.UTC), interval=dt.timedelta(milliseconds=1),
                                name="chat")
     hooks.received.clear()
+    settings.EVALS_INGESTION_DELAY_SECONDS = 0  # the traces above came in just now (late traces: tests/evals/test_runs.py)
     later = acme.client("owner").post(project_url(acme, f"schedules/{schedule.pk}/run/")).json()
     record = finished(acme, later["id"])
     assert record["scored"] == 3 and record["mean_score"] == 2.0 and record["already_scored"] == 0, record

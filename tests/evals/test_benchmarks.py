@@ -220,8 +220,9 @@ def finished_run(acme: Tenant) -> BenchmarkRun:
     make_route(acme, "fast")
     dataset = make_dataset(acme.project, n=4)
     bench = create(acme, body(dataset, routes=["chat", "fast"], evaluators=[make_evaluator(acme)])).json()
-    run = benchmarks.run_create(actor=system_actor(acme.org, "tests"), benchmark=Benchmark.objects.get(pk=bench["id"]))
-    run = benchmarks.start(run.pk)
+    run = benchmarks.benchmark_run_create(actor=system_actor(acme.org, "tests"),
+                                          benchmark=Benchmark.objects.get(pk=bench["id"]))
+    run = benchmarks.BenchmarkExecution.claim(run.pk)
     assert run is not None
     chat, fast = ModelRoute.objects.get(name="chat"), ModelRoute.objects.get(name="fast")
     i1, i2, i3, i4 = dataset.items.order_by("id")
@@ -236,7 +237,7 @@ def finished_run(acme: Tenant) -> BenchmarkRun:
         add(run, item, fast, passed=True, latency=latency, cost="0.0005",
             metrics={"exact_match": True, "json_valid": True}, evaluator=judged(1.0, True))
     run.status = RunStatus.SUCCEEDED
-    benchmarks.finish(run, None)
+    benchmarks.BenchmarkExecution(run).end(None)  # as the worker finishes runs
     return run
 
 
@@ -268,8 +269,8 @@ def test_the_matrix_per_route(acme: Tenant, finished_run: BenchmarkRun) -> None:
 
 def test_a_run_is_compared_with_the_previous_finished_run(acme: Tenant, finished_run: BenchmarkRun) -> None:
     failed = BenchmarkRun.objects.create(benchmark=finished_run.benchmark, status=RunStatus.FAILED)
-    run = benchmarks.start(benchmarks.run_create(actor=system_actor(acme.org, "tests"),
-                                                 benchmark=finished_run.benchmark).pk)
+    run = benchmarks.BenchmarkExecution.claim(benchmarks.benchmark_run_create(
+        actor=system_actor(acme.org, "tests"), benchmark=finished_run.benchmark).pk)
     assert run is not None
     chat, fast = ModelRoute.objects.get(name="chat"), ModelRoute.objects.get(name="fast")
     for item in finished_run.benchmark.dataset.items.all():
@@ -278,7 +279,7 @@ def test_a_run_is_compared_with_the_previous_finished_run(acme: Tenant, finished
         add(run, item, fast, passed=False, latency=40, cost="0.0005", metrics={"exact_match": False},
             evaluator=judged(0.0, False))
     run.status = RunStatus.SUCCEEDED
-    benchmarks.finish(run, None)
+    benchmarks.BenchmarkExecution(run).end(None)  # as the worker finishes runs
     comparison = acme.client("viewer").get(project_url(
         acme, f"benchmarks/{run.benchmark_id}/runs/{run.pk}/")).json()["comparison"]
     assert comparison["previous_run"] == finished_run.pk != failed.pk

@@ -16,7 +16,7 @@ from django.utils import timezone
 from evals.judge import ScoreSpec
 from evals.models import DatasetItem, EvalRun, EvalScore, Evaluator, HumanLabel
 from evals.services.calibration import agreement, normalize
-from evals.tasks_datasets import calibrate
+from evals.tasks_datasets import execute_calibration
 from portal import services
 from portal.access import system_actor
 from tests.factories import Tenant
@@ -240,7 +240,7 @@ def start(t: Tenant, evaluator_id: int, dataset_id: int, callbacks: Any) -> dict
                                                {"dataset": dataset_id, "concurrency": 3}, format="json")
     assert response.status_code == 202, response.content
     assert len(queued) == 1  # the task is sent once the transaction commits
-    calibrate.apply(args=(response.json()["id"], 3))  # what the worker does
+    execute_calibration.apply(args=(response.json()["id"], 3))  # what the worker does
     return response.json()
 
 

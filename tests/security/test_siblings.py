@@ -109,7 +109,7 @@ def test_beat_does_not_pile_up_runs_of_a_schedule_whose_run_is_in_progress(acme:
     from evals import tasks
 
     queued: list[int] = []
-    monkeypatch.setattr(tasks.execute_run, "delay", queued.append)
+    monkeypatch.setattr(tasks.execute_eval_run, "delay", queued.append)
     schedule = make_schedule(acme, make_evaluator(acme))
     first = tasks.run_schedule(schedule.pk)
     assert first is not None
@@ -319,7 +319,7 @@ def test_schedule_filters_of_the_wrong_type_are_refused(acme: Tenant, filters: d
 def test_a_run_that_crashes_ends_failed_instead_of_running_for_hours(acme: Tenant, langfuse_standin: Any) -> None:
     """A schedule saved before its filters were checked (or any bug on the worker): the task raised, the run
     stayed `running` for two hours, holding one of the project's run slots and its schedule's."""
-    from evals.services.runs import execute_run
+    from evals.services.runs import eval_run_execute
     from tests.factories import connect_langfuse
 
     connect_langfuse(acme, langfuse_standin)
@@ -330,7 +330,7 @@ def test_a_run_that_crashes_ends_failed_instead_of_running_for_hours(acme: Tenan
                                  evaluator_version=schedule.evaluator.current,
                                  window_start=timezone.now() - dt.timedelta(hours=1), window_end=timezone.now())
     with pytest.raises(AttributeError):
-        execute_run(run.pk)  # still raised, for the worker's log and error tracking
+        eval_run_execute(run.pk)  # still raised, for the worker's log and error tracking
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.finished_at is not None, run.status
     assert run.error == "The run stopped on an unexpected error (it is logged); nothing more was scored."
@@ -534,7 +534,7 @@ def test_a_run_stops_reading_a_langfuse_whose_traces_never_end(acme: Tenant, lan
     host of the tenant's choosing that lists them for ever held a shared worker until the task's time limit
     (55 minutes), for every run of every schedule."""
     from evals.langfuse_client import LangfuseClient
-    from evals.services.runs import SCAN_PER_TRACE, execute_run
+    from evals.services.runs import SCAN_PER_TRACE, eval_run_execute
     from tests.factories import connect_langfuse
 
     connect_langfuse(acme, langfuse_standin)
@@ -553,7 +553,7 @@ def test_a_run_stops_reading_a_langfuse_whose_traces_never_end(acme: Tenant, lan
     run = EvalRun.objects.create(project=acme.project, schedule=schedule, status=RunStatus.QUEUED,
                                  evaluator_version=schedule.evaluator.current,
                                  window_start=timezone.now() - dt.timedelta(hours=1), window_end=timezone.now())
-    execute_run(run.pk)
+    eval_run_execute(run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and "stopped after reading 1000 traces" in run.stop_reason, (
         run.status, run.stop_reason, run.error)
