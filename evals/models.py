@@ -13,6 +13,7 @@ from django.db import models
 from gateway.models import ModelRoute
 from portal import crypto
 from portal.models import Organization, Project, optional_amount
+from portal.scoping import TenantManager
 
 
 class LangfuseConnection(models.Model):
@@ -31,6 +32,8 @@ class LangfuseConnection(models.Model):
     checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager("project__organization")
 
     def __str__(self) -> str:
         return f"{self.project} -> {self.host}"
@@ -63,6 +66,8 @@ class LangfuseOrgKey(models.Model):
     secret_encrypted = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = TenantManager("organization", role="admin")
+
     def secret_key(self) -> str:
         return crypto.decrypt_json(self.secret_encrypted).get("secret_key", "")
 
@@ -90,6 +95,8 @@ class Evaluator(models.Model):
     description = models.CharField(max_length=500, blank=True)
     archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("project__organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "name"], name="uniq_evaluator_name")]
@@ -124,6 +131,8 @@ class EvaluatorVersion(models.Model):
     output_mode = models.CharField(max_length=20, choices=OutputMode.choices, default=OutputMode.JSON_SCHEMA)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("evaluator__project__organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["evaluator", "version"], name="uniq_evaluator_version")]
@@ -160,6 +169,8 @@ class EvalSchedule(models.Model):
     alert_drop = models.FloatField(null=True, blank=True,
                                    help_text="Alert when the mean drops by more than this against the last run.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("project__organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "name"], name="uniq_schedule_name")]
@@ -203,6 +214,8 @@ class EvalRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantManager("project__organization")
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["project", "-created_at"])]
@@ -215,7 +228,6 @@ class ScoreStatus(models.TextChoices):
     CLAIMED = "claimed", "Being scored"
     SCORED = "scored", "Scored"
     FAILED = "failed", "Failed"
-    RETRY = "retry", "To retry"  # the judge call failed for a transient reason: the schedule's next run retries it
 
 
 class EvalScore(models.Model):
@@ -238,7 +250,8 @@ class EvalScore(models.Model):
     pushed_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(auto_now_add=True)
     scored_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0, help_text="Judge calls that failed for a transient reason.")
+
+    objects = TenantManager("project__organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["evaluator_version", "trace_id"], name="uniq_trace_score")]
@@ -259,6 +272,8 @@ class EvalReport(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantManager("run__project__organization")
+
 
 class Dataset(models.Model):
     """Examples to benchmark routes on: input, expected output, metadata."""
@@ -269,6 +284,8 @@ class Dataset(models.Model):
     langfuse_name = models.CharField(max_length=200, blank=True, help_text="Its name in Langfuse, once pushed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager("project__organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "name"], name="uniq_dataset_name")]
@@ -290,6 +307,8 @@ class DatasetItem(models.Model):
     source_trace_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = TenantManager("dataset__project__organization")
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["dataset", "external_id"], name="uniq_dataset_item")]
         ordering = ["id"]
@@ -304,6 +323,8 @@ class HumanLabel(models.Model):
     dataset_item = models.ForeignKey(DatasetItem, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     label = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("project__organization")
 
     class Meta:
         constraints = [
@@ -329,6 +350,8 @@ class Benchmark(models.Model):
                                                                          MaxValueValidator(64)])
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = TenantManager("project__organization")
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "name"], name="uniq_benchmark_name")]
         ordering = ["name"]
@@ -353,6 +376,8 @@ class BenchmarkRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantManager("benchmark__project__organization")
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -370,6 +395,8 @@ class BenchmarkResult(models.Model):
     scores = models.JSONField(default=dict, blank=True)
     passed = models.BooleanField(null=True)
     trace_id = models.CharField(max_length=100, blank=True)
+
+    objects = TenantManager("run__benchmark__project__organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "item", "route"], name="uniq_benchmark_result")]

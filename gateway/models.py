@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from portal.models import BudgetFields, Organization, Project, Team, optional_amount
+from portal.scoping import TeamOrOwn, TenantManager
 
 ROUTE_NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$",
@@ -35,6 +36,8 @@ class ProviderCredential(models.Model):
     secret_fields = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantManager("organization", role="admin")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_credential_name")]
@@ -65,6 +68,8 @@ class ModelRoute(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = TenantManager("organization")
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_route_name")]
         ordering = ["name"]
@@ -92,6 +97,8 @@ class RouteDeployment(models.Model):
     priority = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MaxValueValidator(100)],
                                                 help_text="Lower is tried first; empty: weighted shuffle.")
 
+    objects = TenantManager("route__organization")
+
     class Meta:
         ordering = ["route", "position", "id"]
 
@@ -105,6 +112,8 @@ class RouteFallback(models.Model):
     route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="fallback_links")
     fallback = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="+")
     position = models.PositiveSmallIntegerField(default=0)
+
+    objects = TenantManager("route__organization")
 
     class Meta:
         ordering = ["route", "position"]
@@ -152,6 +161,8 @@ class VirtualKey(BudgetFields):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantManager("organization", rows=TeamOrOwn(team="team", owner="owner"))
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -172,6 +183,8 @@ class KeyGraceHash(models.Model):
     key_prefix = models.CharField(max_length=16)
     expires_at = models.DateTimeField()
 
+    objects = TenantManager("key__organization", rows=TeamOrOwn(team="key__team", owner="key__owner"))
+
 
 class IdempotencyRecord(models.Model):
     """Remembers an `Idempotency-Key` of a key creation, so that a retried
@@ -183,6 +196,8 @@ class IdempotencyRecord(models.Model):
     request_hash = models.CharField(max_length=64)
     virtual_key = models.ForeignKey(VirtualKey, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = TenantManager("organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "principal", "idempotency_key"],
@@ -238,6 +253,8 @@ class UsageRecord(models.Model):
     error_class = models.CharField(max_length=100, blank=True)
     trace_id = models.CharField(max_length=32, blank=True)
 
+    objects = TenantManager("organization", rows=TeamOrOwn(team="key__team", owner="key__owner"), append_only=True)
+
     class Meta:
         indexes = [
             models.Index(fields=["organization", "created_at"]),
@@ -263,6 +280,8 @@ class UsageDaily(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=9, default=0)
     latency_ms_sum = models.FloatField(default=0)
+
+    objects = TenantManager("organization", rows=TeamOrOwn(team="key__team", owner="key__owner"), append_only=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "day", "key", "route"],

@@ -1,14 +1,17 @@
-"""Reads of usage, for the API and the web pages (from the daily rollups)."""
+"""Reads of usage, for the API and the web pages (from the daily rollups), scoped by
+`visible_to`: a member's report counts only its teams' and its own keys."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from django.db.models import Model, Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 
 from gateway.models import UsageDaily, VirtualKey
+from portal.access import Actor
 from portal.models import Project, Team
+from portal.scoping import TenantManager
 
 GROUPS = {"day": "day", "route": "route", "key": "key_id", "project": "project_id", "team": "team_id",
           "user": "owner_email"}
@@ -33,27 +36,18 @@ def summarize(rows: QuerySet[Any], group_field: str | None) -> list[dict[str, An
     return out
 
 
-def labels(group_by: str, groups: list[Any], organization: Any) -> dict[Any, str]:
-    models: dict[str, type[Model]] = {"key": VirtualKey, "project": Project, "team": Team}
-    model = models.get(group_by)
-    if model is None:
+def labels(actor: Actor, group_by: str, groups: list[Any]) -> dict[Any, str]:
+    managers: dict[str, TenantManager[Any]] = {"key": VirtualKey.objects, "project": Project.objects,
+                                               "team": Team.objects}
+    manager = managers.get(group_by)
+    if manager is None:
         return {g: str(g) for g in groups}
-    return {pk: name for pk, name in model._default_manager.filter(organization=organization, pk__in=groups)
-            .values_list("pk", "name")}
+    return dict(manager.visible_to(actor, "view").filter(pk__in=groups).values_list("pk", "name"))
 
 
-def member_keys(actor: Any) -> QuerySet[VirtualKey]:
-    """The keys a member sees: its teams' and its own (as `keys_visible_to`
-    for members). Decided by `Actor.sees_every_team`, so that a member's
-    viewer-level token sees no more than the member."""
-    return VirtualKey.objects.filter(organization=actor.organization).filter(
-        Q(team_id__in=list(actor.team_roles())) | Q(owner=actor.user))
-
-
-def usage_report(actor: Any, params: dict[str, Any]) -> dict[str, Any]:
-    rows = UsageDaily.objects.filter(organization=actor.organization, day__gte=params["from"], day__lte=params["to"])
-    if not actor.sees_every_team():
-        rows = rows.filter(key_id__in=member_keys(actor).values("pk"))
+def usage_report(actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
+    """Usage of the rows the actor sees (UsageDaily's rule: a member sees its teams' and its own keys')."""
+    rows = UsageDaily.objects.visible_to(actor, "view").filter(day__gte=params["from"], day__lte=params["to"])
     for name in ("team", "project", "key", "route"):
         if name in params:
             rows = rows.filter(**{GROUPS[name] if name != "route" else "route": params[name]})
@@ -62,7 +56,7 @@ def usage_report(actor: Any, params: dict[str, Any]) -> dict[str, Any]:
     results = sorted(summarize(rows, field), key=lambda r: (r["group"] is None, r["group"]))
     if group_by != "day":
         results.sort(key=lambda r: -r["cost"])
-    names = labels(group_by, [r["group"] for r in results], actor.organization)
+    names = labels(actor, group_by, [r["group"] for r in results])
     for r in results:
         r["label"] = names.get(r["group"], str(r["group"]))
         r["group"] = r["group"].isoformat() if isinstance(r["group"], dt.date) else r["group"]
@@ -70,7 +64,7 @@ def usage_report(actor: Any, params: dict[str, Any]) -> dict[str, Any]:
     return {"group_by": group_by, "from": params["from"], "to": params["to"], "results": results, "totals": totals}
 
 
-def daily_series(actor: Any, days: int = 30) -> list[tuple[str, dict[str, Any]]]:
+def daily_series(actor: Actor, days: int = 30) -> list[tuple[str, dict[str, Any]]]:
     """One row per day (missing days as zero), oldest first."""
     today = dt.datetime.now(dt.UTC).date()
     start = today - dt.timedelta(days=days - 1)

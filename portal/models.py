@@ -3,13 +3,14 @@ roles, per-user API tokens, and the audit log."""
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+
+from portal.scoping import OwnBelow, TenantManager
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
@@ -57,14 +58,6 @@ class BudgetFields(models.Model):
         abstract = True
 
 
-class OrganizationQuerySet(models.QuerySet["Organization"]):
-    def by_slug(self, slug: str) -> Organization | None:
-        """The organization with this slug, or None (also for strings that cannot be slugs)."""
-        if not isinstance(slug, str) or not re.fullmatch(SLUG_VALIDATOR.regex, slug):
-            return None
-        return self.filter(slug=slug).first()
-
-
 class Organization(BudgetFields):
     """A tenant. Everything else belongs to exactly one organization, and no
     row of one organization is ever visible to another."""
@@ -77,7 +70,7 @@ class Organization(BudgetFields):
                                         help_text="Receives a JSON POST for every budget or evaluation alert.")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = OrganizationQuerySet.as_manager()
+    objects = TenantManager("pk")
 
     def __str__(self) -> str:
         return self.slug
@@ -90,6 +83,8 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=OrgRole.choices, default=OrgRole.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "user"], name="uniq_membership")]
@@ -105,6 +100,8 @@ class Team(BudgetFields):
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_team_name")]
@@ -123,6 +120,8 @@ class TeamMembership(models.Model):
     role = models.CharField(max_length=10, choices=TeamRole.choices, default=TeamRole.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = TenantManager("team__organization")
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "user"], name="uniq_team_membership")]
 
@@ -139,6 +138,8 @@ class Project(BudgetFields):
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantManager("organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_project_name")]
@@ -170,6 +171,8 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantManager("organization", rows=OwnBelow(role="admin", owner="user"))
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["organization", "user"])]
@@ -194,6 +197,8 @@ class AuditLogEntry(models.Model):
     before = models.JSONField(null=True)
     after = models.JSONField(null=True)
     ip_address = models.GenericIPAddressField(null=True)
+
+    objects = TenantManager("organization", role="admin", append_only=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -10,9 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status
@@ -21,10 +19,12 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from evals.api.serializers import RouteName
+from evals.api.serializers import RouteName, project_rows
 from evals.api.views import BUSY, ProjectScopedViewSet
 from evals.models import Benchmark, BenchmarkRun, Dataset, Evaluator
 from evals.services import benchmarks
+from portal.models import Project
+from portal.tenancy import Parent
 
 METRICS_HELP = ('Deterministic metrics: [{"type": "exact_match"}, {"type": "contains", "value": "..."}, '
                 '{"type": "regex", "pattern": "..."}, {"type": "json_valid"}]; each may add "ignore_case" '
@@ -54,11 +54,10 @@ class BenchmarkSerializer(serializers.ModelSerializer):
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
-        project = self.context.get("project")
-        if project is not None:
-            fields["dataset"].queryset = Dataset.objects.filter(project=project)  # type: ignore[attr-defined]
-            fields["evaluators"].child_relation.queryset = Evaluator.objects.filter(  # type: ignore[attr-defined]
-                project=project)
+        datasets, evaluators = project_rows(self.context, Dataset), project_rows(self.context, Evaluator)
+        if datasets is not None and evaluators is not None:
+            fields["dataset"].queryset = datasets  # type: ignore[attr-defined]
+            fields["evaluators"].child_relation.queryset = evaluators  # type: ignore[attr-defined]
         return fields
 
 
@@ -86,9 +85,6 @@ class BenchmarkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
     queryset = Benchmark.objects.prefetch_related("routes", "evaluators")
     serializer_class = BenchmarkSerializer
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
-
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -113,7 +109,7 @@ class BenchmarkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
     def run(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Run the benchmark now (one run at a time: 409 while one is in progress, or while the organization
         has as many benchmark runs in progress as it may)."""
-        run = benchmarks.benchmark_run_create(actor=self.actor, benchmark=self.get_object())
+        run = benchmarks.run_create(actor=self.actor, benchmark=self.get_object())
         return Response(BenchmarkRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -137,17 +133,9 @@ class BenchmarkRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proj
     """Runs of a benchmark: progress while they run, then the matrix and the comparison."""
 
     queryset = BenchmarkRun.objects.select_related("benchmark")
+    parents = (Parent(Project, "project_id"), Parent(Benchmark, "benchmark_id", within="project", rows="benchmark"))
     serializer_class = BenchmarkRunSerializer
-    org_field = "benchmark__project__organization"
     filterset_fields = ["status"]
-
-    def benchmark(self) -> Benchmark:
-        if not hasattr(self, "_benchmark"):
-            self._benchmark = get_object_or_404(Benchmark, project=self.project(), pk=self.kwargs["benchmark_id"])
-        return self._benchmark
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(benchmark=self.benchmark())
 
     def get_renderers(self) -> list[BaseRenderer]:
         if self.action == "results_csv":

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -20,6 +21,16 @@ from evals.models import (
 )
 from evals.templates import TEMPLATES
 from gateway.models import ROUTE_NAME_VALIDATOR
+from portal.scoping import TenantQuerySet
+
+
+def project_rows(context: Mapping[str, Any], model: Any) -> TenantQuerySet[Any] | None:
+    """The rows of `model` of the project in the serializer's context that its actor sees (None: no project)."""
+    project = context.get("project")
+    if project is None:
+        return None
+    return model.objects.visible_to(context["actor"], "view").filter(project=project)
+
 
 
 class LangfuseConnectionSerializer(serializers.ModelSerializer):
@@ -53,8 +64,8 @@ class RouteName(serializers.SlugRelatedField):
     def get_queryset(self) -> Any:
         from gateway.models import ModelRoute
 
-        org = self.context.get("organization")
-        return ModelRoute.objects.filter(organization=org) if org else ModelRoute.objects.none()
+        actor = self.context.get("actor")
+        return ModelRoute.objects.visible_to(actor, "view") if actor else ModelRoute.objects.none()
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str) or not re.fullmatch(ROUTE_NAME_VALIDATOR.regex, data):
@@ -125,9 +136,9 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
-        project = self.context.get("project")
-        if project is not None:
-            fields["evaluator"].queryset = Evaluator.objects.filter(project=project)  # type: ignore[attr-defined]
+        evaluators = project_rows(self.context, Evaluator)
+        if evaluators is not None:
+            fields["evaluator"].queryset = evaluators  # type: ignore[attr-defined]
         return fields
 
 
@@ -157,9 +168,9 @@ class RunRequestSerializer(serializers.Serializer):
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
-        project = self.context.get("project")
-        if project is not None:
-            fields["evaluator"].queryset = Evaluator.objects.filter(project=project)  # type: ignore[attr-defined]
+        evaluators = project_rows(self.context, Evaluator)
+        if evaluators is not None:
+            fields["evaluator"].queryset = evaluators  # type: ignore[attr-defined]
         return fields
 
 

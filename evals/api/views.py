@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status
@@ -18,34 +17,33 @@ from evals.services import evaluators, langfuse, reports
 from evals.templates import TEMPLATES
 from portal.api.base import OrgScopedViewSet
 from portal.models import OrgRole, Project
+from portal.tenancy import Parent
 
 BUSY = OpenApiResponse(description="Too much work in progress: wait for a run to finish (the detail says which).")
 
 
-class ProjectScopedViewSet(OrgScopedViewSet):
-    """A resource of one project: the project must be of the organization in the URL (else 404)."""
+#: the project of `.../projects/{project_id}/...`, for rows with a `project` field
+PROJECT = Parent(Project, "project_id", rows="project")
 
-    org_field = "project__organization"
+
+class ProjectScopedViewSet(OrgScopedViewSet):
+    """A resource of one project: the project must be of the organization in the URL (else 404).
+    The serializers get it in their context as `project`."""
+
+    parents: ClassVar[tuple[Parent, ...]] = (PROJECT,)
     write_role = OrgRole.MEMBER  # the team check in the services decides
 
     def project(self) -> Project:
-        if not hasattr(self, "_project"):
-            self._project = get_object_or_404(Project, organization=self.organization, pk=self.kwargs["project_id"])
-        return self._project
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(project=self.project())
+        return self.parent(Project)
 
 
 class LangfuseConnectionViewSet(ProjectScopedViewSet):
     """The project's Langfuse connection (one per project). Saving checks it."""
 
     queryset = LangfuseConnection.objects.select_related("project")
+    singleton = True  # one per project: no id in the URL
     serializer_class = s.LangfuseConnectionSerializer
     pagination_class = None
-
-    def get_object(self) -> LangfuseConnection:
-        return get_object_or_404(self.get_queryset())  # one per project: no id in the URL
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
@@ -76,12 +74,10 @@ class LangfuseOrgKeyViewSet(OrgScopedViewSet):
     """The organization's Langfuse organization key (admins), for creating Langfuse projects."""
 
     queryset = LangfuseOrgKey.objects.all()
+    singleton = True  # one per organization
     serializer_class = s.LangfuseOrgKeySerializer
     read_role = OrgRole.ADMIN
     pagination_class = None
-
-    def get_object(self) -> LangfuseOrgKey:
-        return get_object_or_404(self.get_queryset())
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(self.get_serializer(self.get_object()).data)
@@ -103,9 +99,6 @@ class EvaluatorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
     queryset = Evaluator.objects.prefetch_related("versions__judge_route")
     serializer_class = s.EvaluatorSerializer
     filterset_fields = ["archived"]
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
@@ -142,9 +135,6 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
     serializer_class = s.ScheduleSerializer
     filterset_fields = ["enabled", "evaluator"]
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
-
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -170,7 +160,7 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
         progress, or while the organization has as many runs in progress as it may)."""
         schedule = self.get_object()
         self.actor.require_team_manager(self.project().team_id)
-        run = evaluators.eval_run_create(project=self.project(), evaluator=schedule.evaluator, schedule=schedule)
+        run = evaluators.run_create(project=self.project(), evaluator=schedule.evaluator, schedule=schedule)
         evaluators.enqueue(run)
         return Response(s.RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -182,9 +172,6 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     serializer_class = s.RunSerializer
     filterset_fields = ["status", "schedule"]
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
-
     @extend_schema(request=s.RunRequestSerializer, responses={202: s.RunSerializer, 409: BUSY})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Evaluate a window of traces once, outside any schedule (409 while the organization has as many runs
@@ -193,7 +180,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         serializer = s.RunRequestSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run = evaluators.eval_run_create(project=self.project(), evaluator=data["evaluator"],
+        run = evaluators.run_create(project=self.project(), evaluator=data["evaluator"],
                                          window_start=data["window_start"], window_end=data.get("window_end"))
         evaluators.enqueue(run)
         return Response(s.RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
@@ -202,7 +189,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     @action(detail=True, methods=["get"])
     def scores(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = self.get_object()
-        page = self.paginate_queryset(EvalScore.objects.filter(run=run).order_by("id"))
+        page = self.paginate_queryset(EvalScore.objects.visible_to(self.actor, "view").filter(run=run).order_by("id"))
         return self.get_paginated_response(s.ScoreSerializer(page, many=True).data)
 
     @extend_schema(methods=["GET"], responses=s.ReportSerializer)
@@ -217,5 +204,5 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             body.is_valid(raise_exception=True)
             report = reports.report_create(run=run, route=body.validated_data["route"])
             return Response(s.ReportSerializer(report).data, status=status.HTTP_202_ACCEPTED)
-        report = get_object_or_404(EvalReport, run=run)
+        report = get_object_or_404(EvalReport.objects.visible_to(self.actor, "view"), run=run)
         return Response(s.ReportSerializer(report).data)

@@ -29,8 +29,8 @@ class RouteNameField(serializers.SlugRelatedField):
         super().__init__(slug_field="name", **kwargs)
 
     def get_queryset(self) -> QuerySet[Any]:
-        org = self.context.get("organization")
-        return ModelRoute.objects.filter(organization=org) if org else ModelRoute.objects.none()
+        actor = self.context.get("actor")
+        return ModelRoute.objects.visible_to(actor, "view") if actor else ModelRoute.objects.none()
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str) or not ROUTE_NAME_RE.fullmatch(data):

@@ -101,7 +101,8 @@ def request_fingerprint(data: Any) -> str:
 
 
 class KeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
-    """Virtual keys. Admins manage all; team admins their team's; members their own."""
+    """Virtual keys. Admins manage all; team admins their team's; members their own (members see
+    their teams' keys and their own: the rule of `VirtualKey.objects.visible_to`)."""
 
     queryset = VirtualKey.objects.select_related("owner", "created_by").prefetch_related("allowed_routes")
     serializer_class = s.KeySerializer
@@ -109,9 +110,6 @@ class KeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedView
     ordering_fields = ["created_at", "name", "last_used_at", "expires_at"]
     write_role = OrgRole.MEMBER  # then the team and owner checks in the services decide
     read_scopes = write_scopes = (TokenScope.FULL, TokenScope.KEYS)
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return keys.keys_visible_to(self.actor, queryset)
 
     def get_serializer_class(self) -> Any:
         return s.KeyUpdateSerializer if self.action == "partial_update" else s.KeySerializer

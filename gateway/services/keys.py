@@ -41,14 +41,6 @@ def key_state(key: VirtualKey) -> dict[str, Any]:
     return audit.snapshot(key, KEY_FIELDS, allowed_routes=sorted(r.name for r in key.allowed_routes.all()))
 
 
-def keys_visible_to(actor: Actor, queryset: QuerySet[VirtualKey]) -> QuerySet[VirtualKey]:
-    """Org viewers and up see every key of the organization; members see the
-    keys of their teams and their own, also through a token of a lower role."""
-    if actor.sees_every_team():
-        return queryset
-    return queryset.filter(Q(team_id__in=list(actor.team_roles())) | Q(owner=actor.user))
-
-
 def check_may_write(actor: Actor, *, team_id: int, owner_id: int | None, admin_only: bool = False) -> None:
     """Team managers write any key of the team; members only their own keys
     in their own teams, and never block or unblock."""

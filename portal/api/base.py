@@ -1,88 +1,79 @@
-"""The one place where the tenant is resolved and every queryset is scoped.
+"""The one place where the tenant of an API request is resolved and every queryset is scoped.
 
-Every view under `/api/v1/orgs/{org_slug}/` derives from `OrgScopedViewSet`:
-it resolves the organization from the URL, answers 404 to anyone who is not a
-member (so an outsider cannot even learn that the organization exists), checks
-the role the action needs (403), and filters the queryset by organization.
-Subclasses narrow the queryset with `narrow_queryset`; they cannot override
-`get_queryset`."""
+Every view under `/api/v1/orgs/{org_slug}/` derives from `OrgScopedViewSet`.
+Through `portal.tenancy.TenantViewMixin` (shared with the web UI) it resolves
+the organization from the URL, answers 404 to anyone who is not a member,
+checks the role the action needs (403) and loads the URL's `parents` (404 for
+another tenant's). Its queryset is `queryset.visible_to(actor, action)`,
+filtered by the parents, and `get_object` reads from it; subclasses narrow the
+queryset with `narrow_queryset` and say `singleton = True` for a resource with
+no id in the URL. They cannot override `get_queryset` or `get_object`, and
+their `queryset` must be of a tenant model, so a new view cannot forget the
+tenant."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
 from django.db.models import Model, QuerySet
-from rest_framework import exceptions, viewsets
+from django.shortcuts import get_object_or_404
+from rest_framework import viewsets
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
-from portal.access import Actor, NotAMember, actor_for_user
-from portal.models import ApiToken, Organization, OrgRole, TokenScope
+from portal.models import ApiToken
+from portal.scoping import Action, TenantQuerySet
+from portal.tenancy import TenantViewMixin
+
+LOCKED = ("get_queryset", "get_object")
 
 
-def client_ip(request: Request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+def row_action(method: str | None) -> Action:
+    """What a request does to the rows it reads: a GET views them, a DELETE deletes, the rest change."""
+    if method in SAFE_METHODS:
+        return "view"
+    return "delete" if method == "DELETE" else "change"
 
 
-class OrgScopedViewSet(viewsets.GenericViewSet):
-    #: the lookup from the model to its organization
-    org_field: ClassVar[str] = "organization"
-    #: the lowest organization role for reading and for writing
-    read_role: ClassVar[str] = OrgRole.VIEWER
-    write_role: ClassVar[str] = OrgRole.ADMIN
-    #: per-action overrides of the two above
-    action_roles: ClassVar[dict[str, str]] = {}
-    #: which token scopes may read / write here
-    read_scopes: ClassVar[tuple[str, ...]] = (TokenScope.FULL,)
-    write_scopes: ClassVar[tuple[str, ...]] = (TokenScope.FULL,)
-
-    organization: Organization
-    actor: Actor
+class OrgScopedViewSet(TenantViewMixin, viewsets.GenericViewSet):
+    #: one object per organization (or per parent): no id in the URL, `get_object` answers it or 404
+    singleton: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "get_queryset" in cls.__dict__:
-            raise TypeError(f"{cls.__name__} must not override get_queryset; override narrow_queryset")
+        for name in LOCKED:
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__} must not override {name}; override narrow_queryset "
+                                "(or declare parents / singleton)")
+        queryset = cls.__dict__.get("queryset")
+        if queryset is not None and not isinstance(queryset, TenantQuerySet):
+            raise TypeError(f"{cls.__name__}.queryset is not of a tenant model (its manager is no TenantManager)")
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        self.organization = self._resolve_organization(request, kwargs.get("org_slug", ""))
-        self._check_role(request)
-
-    def _resolve_organization(self, request: Request, slug: str) -> Organization:
-        org = Organization.objects.by_slug(slug)
-        if org is None:
-            raise exceptions.NotFound()
         token = request.auth if isinstance(request.auth, ApiToken) else None
-        try:
-            self.actor = actor_for_user(org, request.user, token=token, ip_address=client_ip(request))
-        except NotAMember:
-            raise exceptions.NotFound() from None
-        return org
-
-    def _check_role(self, request: Request) -> None:
-        safe = request.method in SAFE_METHODS
-        scopes = self.read_scopes if safe else self.write_scopes
-        if self.actor.scope not in scopes:
-            raise exceptions.PermissionDenied("This token's scope does not allow this; it may only manage keys.")
-        role = self.action_roles.get(self.action or "", self.read_role if safe else self.write_role)
-        if not self.actor.at_least(role):
-            raise exceptions.PermissionDenied(f"This needs the '{role}' role in the organization or higher.")
+        self.enter_tenant(request, kwargs, safe=request.method in SAFE_METHODS, action=self.action, token=token)
 
     def get_queryset(self) -> QuerySet[Any]:
-        base = cast("QuerySet[Any]", self.queryset)  # type: ignore[arg-type]  # the stubs take it for a Manager
+        base = cast("TenantQuerySet[Any]", self.queryset)  # type: ignore[arg-type]  # the stubs take it for a Manager
         model: type[Model] = base.model
         if getattr(self, "swagger_fake_view", False):
             return model._default_manager.none()
-        qs = base.all().filter(**{self.org_field: self.organization})
-        return self.narrow_queryset(qs)
+        queryset = base.all().visible_to(self.actor, row_action(self.request.method))
+        for parent in self.parents:
+            if parent.rows is not None:
+                queryset = queryset.filter(**{parent.rows: self.parent(parent.model)})
+        return self.narrow_queryset(queryset)
+
+    def get_object(self) -> Any:
+        if not self.singleton:
+            return super().get_object()
+        obj = get_object_or_404(self.get_queryset())
+        self.check_object_permissions(self.request, obj)
+        return obj
 
     def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = dict(super().get_serializer_context())
-        if hasattr(self, "actor"):
-            context["actor"] = self.actor
-            context["organization"] = self.organization
-        return context
+        return dict(super().get_serializer_context()) | self.parent_context()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.request import Request
@@ -25,6 +23,7 @@ from portal.models import (
     TeamMembership,
     TokenScope,
 )
+from portal.tenancy import Parent
 
 ORG_PARAM = OpenApiParameter("org_slug", str, OpenApiParameter.PATH, description="The organization's slug.")
 
@@ -33,18 +32,15 @@ class OrganizationViewSet(OrgScopedViewSet):
     """The organization itself: its name and budget."""
 
     queryset = Organization.objects.all()
-    org_field = "pk"
+    singleton = True
     serializer_class = s.OrganizationSerializer
     pagination_class = None
 
-    def get_object(self) -> Organization:
-        return self.organization
-
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(self.get_serializer(self.organization).data)
+        return Response(self.get_serializer(self.get_object()).data)
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(self.organization, data=request.data, partial=True)
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         org = services.organization_update(actor=self.actor, data=serializer.validated_data)
         return Response(self.get_serializer(org).data)
@@ -111,21 +107,15 @@ class TeamMemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     """Members of one team. Org admins and the team's admins manage them."""
 
     queryset = TeamMembership.objects.select_related("user", "team").order_by("id")
-    org_field = "team__organization"
+    parents = (Parent(Team, "team_id", rows="team"),)
     serializer_class = s.TeamMemberSerializer
     write_role = OrgRole.MEMBER  # then the team check in the service decides
-
-    def team(self) -> Team:
-        return get_object_or_404(Team, organization=self.organization, pk=self.kwargs["team_id"])
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(team=self.team())
 
     def get_serializer_class(self) -> Any:
         return s.TeamMemberUpdateSerializer if self.action == "partial_update" else s.TeamMemberSerializer
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        team = self.team()
+        team = self.parent(Team)
         serializer = s.TeamMemberSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -174,17 +164,13 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScoped
 
 
 class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
-    """API tokens. Everyone sees and manages their own; admins see and revoke all."""
+    """API tokens. Everyone sees and manages their own; admins see and revoke all (the rule of
+    `ApiToken.objects.visible_to`)."""
 
     queryset = ApiToken.objects.select_related("user")
     serializer_class = s.ApiTokenSerializer
     write_role = OrgRole.VIEWER
     filterset_fields = ["scope", "role"]
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.actor.at_least(OrgRole.ADMIN):
-            return queryset
-        return queryset.filter(user=self.actor.user)
 
     @extend_schema(responses={201: s.ApiTokenCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

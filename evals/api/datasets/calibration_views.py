@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -25,41 +24,32 @@ from evals.api.datasets.calibration_serializers import (
 )
 from evals.api.datasets.serializers import ImportResultSerializer
 from evals.api.datasets.uploads import LABEL_UPLOAD, CSVUpload, JSONLUpload, JSONUpload, NDJSONUpload, read_upload
-from evals.api.views import ProjectScopedViewSet
+from evals.api.views import PROJECT, ProjectScopedViewSet
 from evals.models import EvalRun, EvalScore, Evaluator, HumanLabel
 from evals.services import calibration
 from portal.api.filters import query_int
+from portal.tenancy import Parent
 
 
-class EvaluatorScopedViewSet(ProjectScopedViewSet):
-    """A resource of one evaluator of the project (404 when it is not the project's)."""
-
-    def evaluator(self) -> Evaluator:
-        if not hasattr(self, "_evaluator"):
-            self._evaluator = get_object_or_404(Evaluator.objects.select_related("project"), project=self.project(),
-                                                pk=self.kwargs["evaluator_id"])
-        return self._evaluator
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        return super().get_serializer_context() | ({"project": self.project()} if hasattr(self, "actor") else {})
+def evaluator_parent(rows: str) -> Parent:
+    """The evaluator of `.../evaluators/{evaluator_id}/...`: of the project in the URL, else 404."""
+    return Parent(Evaluator, "evaluator_id", within="project", rows=rows, select_related=("project",))
 
 
-class HumanLabelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluatorScopedViewSet):
+class HumanLabelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """People's labels of traces or dataset items, to calibrate the evaluator's judge against."""
 
     queryset = HumanLabel.objects.order_by("id")
+    parents = (PROJECT, evaluator_parent(rows="evaluator"))
     serializer_class = HumanLabelSerializer
     filterset_fields = ["trace_id", "dataset_item", "label"]
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return super().narrow_queryset(queryset).filter(evaluator=self.evaluator())
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Label a trace or an item; labelling it again replaces its label."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        label, created = calibration.label_save(actor=self.actor, evaluator=self.evaluator(),
+        label, created = calibration.label_save(actor=self.actor, evaluator=self.parent(Evaluator),
                                                 trace_id=data.get("trace_id", ""), item=data.get("dataset_item"),
                                                 label=data["label"])
         return Response(self.get_serializer(label).data, status=status.HTTP_201_CREATED if created else 200)
@@ -75,7 +65,7 @@ class HumanLabelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalua
         """Import labels: CSV with columns trace_id or item_id, and label; or JSON (an array, or one object a
         line) of `{"trace_id": ..., "label": ...}` / `{"item_id": ..., "label": ...}`. One bad row and nothing
         is imported."""
-        evaluator = self.evaluator()
+        evaluator = self.parent(Evaluator)
         self.actor.require_team_manager(self.project().team_id)
         content, fmt = read_upload(request, {"jsonl", "json", "csv"})
         created, updated = calibration.labels_import(actor=self.actor, evaluator=evaluator, content=content,
@@ -91,25 +81,25 @@ class HumanLabelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalua
         """The judge's agreement with these labels: accuracy and Cohen's kappa, next to always answering the
         most common label, with the confusion matrix."""
         version = query_int(request.query_params, "version", "A version number.")
-        result = calibration.labels_report(evaluator=self.evaluator(), version=version)
+        result = calibration.labels_report(evaluator=self.parent(Evaluator), version=version)
         return Response(AgreementSerializer(result).data)
 
 
 FIRST_SUBJECT = Subquery(EvalScore.objects.filter(run=OuterRef("pk")).order_by("id").values("trace_id")[:1])
 
 
-class CalibrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluatorScopedViewSet):
+class CalibrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     """Calibrations of the evaluator's judge on datasets whose expected outputs are the expected labels."""
 
     queryset = (EvalRun.objects.select_related("evaluator_version").annotate(subject=FIRST_SUBJECT)
                 .filter(schedule=None, subject__startswith=calibration.SUBJECT_PREFIX))
+    parents = (PROJECT, evaluator_parent(rows="evaluator_version__evaluator"))
     serializer_class = CalibrationSerializer
 
     def get_serializer_class(self) -> Any:
         return CalibrationDetailSerializer if self.action == "retrieve" else CalibrationSerializer
 
     def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        queryset = super().narrow_queryset(queryset).filter(evaluator_version__evaluator=self.evaluator())
         dataset = query_int(self.request.query_params, "dataset", "A dataset id.")
         if self.action == "list" and dataset is not None:
             queryset = queryset.filter(subject__startswith=f"{calibration.SUBJECT_PREFIX}{dataset}/")
@@ -124,11 +114,11 @@ class CalibrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Judge every labelled item of the dataset with the evaluator's current version (on a worker); the
         calibration's report compares the judge's labels with the expected ones."""
-        evaluator = self.evaluator()
+        evaluator = self.parent(Evaluator)
         self.actor.require_team_manager(self.project().team_id)
         body = CalibrationRequestSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
-        run = calibration.calibration_create(actor=self.actor, evaluator=evaluator,
+        run = calibration.calibration_start(actor=self.actor, evaluator=evaluator,
                                             dataset=body.validated_data["dataset"],
                                             concurrency=body.validated_data["concurrency"])
         return Response(CalibrationSerializer(self.get_queryset().get(pk=run.pk)).data,

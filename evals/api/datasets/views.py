@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, QuerySet
-from django.shortcuts import get_object_or_404
+from django.db.models import Count
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -32,6 +31,8 @@ from evals.api.views import ProjectScopedViewSet
 from evals.models import Dataset, DatasetItem
 from evals.services import datasets
 from evals.services.datasets import BuildSpec
+from portal.models import Project
+from portal.tenancy import Parent
 
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
@@ -122,23 +123,15 @@ class DatasetItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proje
     """Items of one dataset."""
 
     queryset = DatasetItem.objects.select_related("dataset__project")
-    org_field = "dataset__project__organization"
+    parents = (Parent(Project, "project_id"),
+               Parent(Dataset, "dataset_id", within="project", rows="dataset", select_related=("project",)))
     serializer_class = DatasetItemSerializer
     filterset_fields = ["external_id", "source_trace_id"]
-
-    def dataset(self) -> Dataset:
-        if not hasattr(self, "_dataset"):
-            self._dataset = get_object_or_404(Dataset.objects.select_related("project"), project=self.project(),
-                                              pk=self.kwargs["dataset_id"])
-        return self._dataset
-
-    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(dataset=self.dataset())
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item = datasets.item_create(actor=self.actor, dataset=self.dataset(), data=serializer.validated_data)
+        item = datasets.item_create(actor=self.actor, dataset=self.parent(Dataset), data=serializer.validated_data)
         return Response(self.get_serializer(item).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
