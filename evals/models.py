@@ -228,6 +228,7 @@ class ScoreStatus(models.TextChoices):
     CLAIMED = "claimed", "Being scored"
     SCORED = "scored", "Scored"
     FAILED = "failed", "Failed"
+    RETRY = "retry", "To retry"  # the judge call failed for a transient reason: the schedule's next run retries it
 
 
 class EvalScore(models.Model):
@@ -250,6 +251,7 @@ class EvalScore(models.Model):
     pushed_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(auto_now_add=True)
     scored_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Judge calls that failed for a transient reason.")
 
     objects = TenantManager("project__organization")
 

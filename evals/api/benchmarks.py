@@ -109,7 +109,7 @@ class BenchmarkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Project
     def run(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Run the benchmark now (one run at a time: 409 while one is in progress, or while the organization
         has as many benchmark runs in progress as it may)."""
-        run = benchmarks.run_create(actor=self.actor, benchmark=self.get_object())
+        run = benchmarks.benchmark_run_create(actor=self.actor, benchmark=self.get_object())
         return Response(BenchmarkRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 

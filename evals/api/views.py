@@ -160,7 +160,7 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
         progress, or while the organization has as many runs in progress as it may)."""
         schedule = self.get_object()
         self.actor.require_team_manager(self.project().team_id)
-        run = evaluators.run_create(project=self.project(), evaluator=schedule.evaluator, schedule=schedule)
+        run = evaluators.eval_run_create(project=self.project(), evaluator=schedule.evaluator, schedule=schedule)
         evaluators.enqueue(run)
         return Response(s.RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -180,7 +180,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         serializer = s.RunRequestSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run = evaluators.run_create(project=self.project(), evaluator=data["evaluator"],
+        run = evaluators.eval_run_create(project=self.project(), evaluator=data["evaluator"],
                                          window_start=data["window_start"], window_end=data.get("window_end"))
         evaluators.enqueue(run)
         return Response(s.RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

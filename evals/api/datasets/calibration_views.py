@@ -118,7 +118,7 @@ class CalibrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Proje
         self.actor.require_team_manager(self.project().team_id)
         body = CalibrationRequestSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
-        run = calibration.calibration_start(actor=self.actor, evaluator=evaluator,
+        run = calibration.calibration_create(actor=self.actor, evaluator=evaluator,
                                             dataset=body.validated_data["dataset"],
                                             concurrency=body.validated_data["concurrency"])
         return Response(CalibrationSerializer(self.get_queryset().get(pk=run.pk)).data,
