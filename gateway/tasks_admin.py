@@ -1,6 +1,6 @@
-"""Celery tasks of the litellm-admin mode (`GATEWAY_MODE = "litellm-admin"`).
-Named `gateway.tasks.sync_*` so that they run on the `sync` queue; each does
-nothing in managed mode, so the beat schedule may list them in both modes.
+"""Celery tasks for gateway backends that keep state of their own (the
+litellm-admin mode): on the `sync` queue; each does nothing where the
+backend has nothing to do (managed mode), so beat may list them in every mode.
 
 Suggested beat schedule: `sync_pull_spend` every minute, `sync_expire_grace`
 every 5 minutes (its 15-minute look-back covers a missed run or two)."""
@@ -10,42 +10,23 @@ from __future__ import annotations
 import datetime as dt
 
 from celery import shared_task
-from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
-from gateway import changes, litellm_admin
-from gateway.models import KeyGraceHash
+from gateway import backends
+from gateway.services import keys
 
-PULL_WINDOW = dt.timedelta(minutes=30)  # LiteLLM writes spend logs in batches, up to a minute or so late
 GRACE_LOOKBACK = dt.timedelta(minutes=15)
 
 
-def _admin_mode() -> bool:
-    return settings.GATEWAY_MODE == "litellm-admin"
-
-
-@shared_task(name="gateway.tasks.sync_pull_spend", soft_time_limit=120, time_limit=150, ignore_result=True)
+@shared_task(name="gateway.tasks_admin.sync_pull_spend", queue="sync", soft_time_limit=120, time_limit=150,
+             ignore_result=True)
 def sync_pull_spend() -> int:
-    """Beat: copy LiteLLM's recent spend logs into the portal's usage
+    """Beat: copy the gateway's recent spend logs into the portal's usage
     records. Windows overlap; records are stored once per request id."""
-    if not _admin_mode():
-        return 0
-    return litellm_admin.pull_spend(timezone.now() - PULL_WINDOW)
+    return backends.backend().pull_spend()
 
 
-@shared_task(name="gateway.tasks.sync_expire_grace", soft_time_limit=60, ignore_result=True)
+@shared_task(name="gateway.tasks_admin.sync_expire_grace", queue="sync", soft_time_limit=60, ignore_result=True)
 def sync_expire_grace() -> int:
-    """Beat: a rotated-out secret stops working in LiteLLM only when it is
-    deleted there, which the next push of its key does; so queue a push of
-    every key whose grace period ended recently (through the outbox, which
-    retries). Returns how many keys were queued."""
-    if not _admin_mode():
-        return 0
-    now = timezone.now()
-    ended = KeyGraceHash.objects.filter(expires_at__lte=now, expires_at__gt=now - GRACE_LOOKBACK)
-    key_ids = sorted(set(ended.values_list("key_id", flat=True)))
-    with transaction.atomic():
-        for key_id in key_ids:
-            changes.key_changed(key_id)
-    return len(key_ids)
+    """Beat: stop rotated-out secrets whose grace period ended recently.
+    Returns how many keys were queued for a push."""
+    return keys.keys_push_ended_graces(lookback=GRACE_LOOKBACK)

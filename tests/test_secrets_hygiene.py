@@ -15,7 +15,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from gateway.sync import ManagedBackend
+from gateway.backends.managed import ManagedBackend
 from tests.factories import Tenant, api, project_url
 from tests.langfuse_standin import LangfuseStandin
 

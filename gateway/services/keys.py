@@ -5,6 +5,7 @@ unblock, revoke. The plaintext of a key exists only in the return value of
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +15,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from gateway import changes
+from gateway import backends, changes
 from gateway.cline import cline_setup
-from gateway.models import IdempotencyRecord, KeyGraceHash, KeyStatus, ModelRoute, VirtualKey
+from gateway.models import IdempotencyRecord, KeyGraceHash, KeyKind, KeyStatus, ModelRoute, VirtualKey
 from portal import audit
 from portal.access import Actor
 from portal.exceptions import Conflict
-from portal.models import Membership, OrgRole
-from portal.tokens import VIRTUAL_KEY_PREFIX, new_secret
+from portal.models import Membership, OrgRole, Project
+from portal.tokens import DISPLAY_PREFIX_LENGTH, VIRTUAL_KEY_PREFIX, NewSecret, new_secret, sha256_hex
 
 KEY_FIELDS = ("name", "team", "project", "owner", "status", "max_budget", "soft_budget", "budget_period",
               "rpm_limit", "tpm_limit", "expires_at", "key_prefix")
@@ -84,13 +85,10 @@ def default_model(key: VirtualKey, requested: list[ModelRoute] | None = None) ->
 
 
 def _tell_gateway_the_secret(key: VirtualKey, plaintext: str) -> None:
-    """In litellm-admin mode LiteLLM stores the secret's hash itself, so it must
+    """A gateway that stores the secret's hash itself (litellm-admin) must
     learn the plaintext now, inside the transaction: if it cannot, the key is
-    rolled back (`gateway.litellm_admin.LiteLLMAdminError`)."""
-    if settings.GATEWAY_MODE == "litellm-admin":
-        from gateway.litellm_admin import register_key
-
-        register_key(key, plaintext)
+    rolled back (`gateway.backends.GatewayError`)."""
+    backends.backend().register_secret(key, plaintext)
 
 
 @transaction.atomic
@@ -176,6 +174,16 @@ def key_update(*, actor: Actor, key: VirtualKey, data: dict[str, Any]) -> Virtua
     return key
 
 
+def _replace_secret(key: VirtualKey, secret: NewSecret, *, grace_end: dt.datetime, now: dt.datetime) -> None:
+    """The key's secret becomes `secret`. The old secret is remembered even
+    without a grace period, so that the gateway can tell its holder "rotated"
+    rather than "unknown key", and a gateway that keeps secrets itself deletes it."""
+    KeyGraceHash.objects.create(key=key, key_hash=key.key_hash, key_prefix=key.key_prefix, expires_at=grace_end)
+    key.key_hash, key.key_prefix, key.rotated_at = secret.digest, secret.display_prefix, now
+    key.save(update_fields=["key_hash", "key_prefix", "rotated_at", "updated_at"])
+    _tell_gateway_the_secret(key, secret.plaintext)
+
+
 @transaction.atomic
 def key_rotate(*, actor: Actor, key: VirtualKey, grace_period_seconds: int = 0) -> IssuedKey:
     """A new secret for the same key (same id, budgets, usage). The old
@@ -189,16 +197,11 @@ def key_rotate(*, actor: Actor, key: VirtualKey, grace_period_seconds: int = 0) 
                                f"Between 0 and {settings.KEY_ROTATION_MAX_GRACE_SECONDS} seconds."})
     before = key_state(key)
     now = timezone.now()
-    # The old secret is remembered even without a grace period, so that the
-    # gateway can tell its holder "rotated" rather than "unknown key".
     grace_end = now + dt.timedelta(seconds=grace_period_seconds)
     if key.expires_at is not None:
         grace_end = min(grace_end, key.expires_at)
-    KeyGraceHash.objects.create(key=key, key_hash=key.key_hash, key_prefix=key.key_prefix, expires_at=grace_end)
     secret = new_secret(VIRTUAL_KEY_PREFIX)
-    key.key_hash, key.key_prefix, key.rotated_at = secret.digest, secret.display_prefix, now
-    key.save(update_fields=["key_hash", "key_prefix", "rotated_at", "updated_at"])
-    _tell_gateway_the_secret(key, secret.plaintext)
+    _replace_secret(key, secret, grace_end=grace_end, now=now)
     after = key_state(key) | {"grace_period_seconds": grace_period_seconds}
     audit.record(actor, "key.rotate", key, before=before, after=after)
     changes.key_changed(key.pk)
@@ -288,3 +291,56 @@ def key_create_idempotent(*, actor: Actor, data: dict[str, Any], idempotency_key
         except IntegrityError:
             continue  # a concurrent request with the same key won; replay it
     raise Conflict("A request with this Idempotency-Key is in progress; retry.")
+
+
+# The portal's own keys ----------------------------------------------------------
+
+def _known_secret(plaintext: str) -> NewSecret:
+    return NewSecret(plaintext, sha256_hex(plaintext), plaintext[:DISPLAY_PREFIX_LENGTH])
+
+
+@transaction.atomic
+def service_key_create(*, actor: Actor, project: Project, name: str, secret_for: Callable[[int], str]) -> VirtualKey:
+    """The portal's own key of a project (kind SERVICE, no owner), for the
+    workers' judge and benchmark calls. Its plaintext is `secret_for(key id)`,
+    derived whenever it is needed and never stored, so the key is saved
+    first (under a placeholder hash) to have its id."""
+    actor.require_team_manager(project.team_id)
+    key = VirtualKey.objects.create(organization=project.organization, team=project.team, project=project, name=name,
+                                    kind=KeyKind.SERVICE, key_hash=f"pending-{project.pk}", key_prefix="sk-svc-")
+    secret = _known_secret(secret_for(key.pk))
+    key.key_hash, key.key_prefix = secret.digest, secret.display_prefix
+    key.save(update_fields=["key_hash", "key_prefix", "updated_at"])
+    _tell_gateway_the_secret(key, secret.plaintext)
+    audit.record(actor, "key.create", key, after=key_state(key) | {"kind": KeyKind.SERVICE})
+    changes.key_changed(key.pk)
+    return key
+
+
+@transaction.atomic
+def service_key_rederive(*, actor: Actor, key: VirtualKey, plaintext: str, reason: str) -> VirtualKey:
+    """The service key's secret becomes `plaintext` (its derivation changed,
+    e.g. with the portal's secret); the old one stops at once."""
+    actor.require_team_manager(key.team_id)
+    key = _locked(key)
+    before, now = key_state(key), timezone.now()
+    _replace_secret(key, _known_secret(plaintext), grace_end=now, now=now)
+    audit.record(actor, "key.rotate", key, before=before, after=key_state(key) | {"reason": reason})
+    changes.key_changed(key.pk)
+    return key
+
+
+def keys_push_ended_graces(*, lookback: dt.timedelta) -> int:
+    """A gateway that does not end grace periods itself (litellm-admin: a
+    rotated-out secret works until it is deleted there, which the next push of
+    its key does) gets a push of every key whose grace period ended within
+    `lookback`, through the outbox, which retries. Returns how many keys were queued."""
+    if backends.backend().ends_graces_itself:
+        return 0
+    now = timezone.now()
+    ended = KeyGraceHash.objects.filter(expires_at__lte=now, expires_at__gt=now - lookback)
+    key_ids = sorted(set(ended.values_list("key_id", flat=True)))
+    with transaction.atomic():
+        for key_id in key_ids:
+            changes.key_changed(key_id)
+    return len(key_ids)

@@ -15,7 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from gateway.litellm_admin import LiteLLMAdminError
+from gateway.backends import GatewayError
 from portal.exceptions import Conflict
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"detail": "The request body is too large."}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     elif isinstance(exc, Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    elif isinstance(exc, LiteLLMAdminError):  # litellm-admin mode: LiteLLM could not take a key
-        log.warning("LiteLLM admin API error: %s", exc)
-        return Response({"detail": "LiteLLM could not register the key; nothing was created. Try again."},
+    elif isinstance(exc, GatewayError):  # a gateway that keeps secrets itself (litellm-admin) could not take a key
+        log.warning("gateway error: %s", exc)
+        return Response({"detail": "The gateway could not register the key; nothing was created. Try again."},
                         status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = drf_exception_handler(exc, context)
     if response is not None:

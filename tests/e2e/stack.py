@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from gateway import sync
+from gateway.backends.managed import ManagedBackend
 from gateway.plugin import contract
 from tests.e2e.procs import LOGS, ROOT, Gateway, RedisServer, Worker, portal_env, wait_for
 from tests.langfuse_standin import LangfuseStandin
@@ -92,7 +92,7 @@ def stack(e2e_stack: Stack, settings: Any, transactional_db: Any) -> Iterator[St
     settings.REDIS_URL = e2e_stack.state_url
     client = e2e_stack.client()
     client.flushdb()
-    sync.ManagedBackend().push_all()
+    ManagedBackend().push_all()
     time.sleep(0.2)  # the proxies drop their caches on the reset event
     yield e2e_stack
     e2e_stack.langfuse.clear_faults()

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from gateway import sync
+from gateway.backends.managed import ManagedBackend
 from gateway.models import SyncOutbox
 from gateway.plugin import contract
 from gateway.plugin.sealed import Sealer
@@ -96,7 +97,7 @@ def test_a_push_that_fails_stays_in_the_outbox_and_is_retried(acme: Tenant, r: A
     def unreachable(self: Any, kind: str, object_id: int) -> None:
         raise redis.ConnectionError("redis is down")
 
-    monkeypatch.setattr(sync.ManagedBackend, "push", unreachable)
+    monkeypatch.setattr(ManagedBackend, "push", unreachable)
     response = acme.client("owner").post(acme.url(f"keys/{acme.key.pk}/block/"))
     assert response.status_code == 200  # the API call succeeds even though the gateway push failed
     pending = SyncOutbox.objects.get(done_at=None)
@@ -109,7 +110,7 @@ def test_a_push_that_fails_stays_in_the_outbox_and_is_retried(acme: Tenant, r: A
 
 @pytest.mark.django_db(transaction=True)
 def test_an_older_push_never_overwrites_a_newer_document(acme: Tenant, r: Any) -> None:
-    backend = sync.ManagedBackend(r)
+    backend = ManagedBackend(r)
     name = contract.key_doc(acme.key.pk)
     backend._write(name, {"status": "revoked"}, 10**9)
     backend._write(name, {"status": "active"}, 5)
@@ -118,7 +119,7 @@ def test_an_older_push_never_overwrites_a_newer_document(acme: Tenant, r: Any) -
 
 @pytest.mark.django_db(transaction=True)
 def test_gateway_sync_check_reports_drift_and_push_repairs_it(acme: Tenant, r: Any) -> None:
-    assert sync.ManagedBackend(r).drift() == []
+    assert ManagedBackend(r).drift() == []
     r.delete(contract.key_doc(acme.key.pk))
     r.set(contract.org_doc(acme.org.pk), json.dumps({"slug": "acme", "v": 1}))
     out = io.StringIO()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway import sync
+from gateway.backends.managed import ManagedBackend
 from gateway.models import ModelRoute, ProviderCredential, RouteDeployment
 from gateway.plugin import contract
 from gateway.services import routes
@@ -169,7 +169,7 @@ def plant_route(t: Tenant, name: str, params: dict[str, Any], credential: Provid
         "name": name, "deployments": [{"credential": credential, "model": "gpt-4o-mini",
                                        "litellm_params": {"mock_response": "planted"} if credential is None else {}}]})
     RouteDeployment.objects.filter(route=route).update(litellm_params=params)
-    sync.ManagedBackend().push_routes(t.org.pk)
+    ManagedBackend().push_routes(t.org.pk)
 
 
 class Recorder:

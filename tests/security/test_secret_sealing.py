@@ -112,7 +112,7 @@ def test_the_documents_hold_sealed_secrets_and_never_a_reference(acme: Tenant, c
 
 @pytest.mark.django_db
 def test_the_litellm_admin_mode_never_pushes_a_reference_and_pushes_its_own_plain_secrets(acme: Tenant) -> None:
-    from gateway import litellm_admin
+    from gateway.backends.litellm_admin import payloads as litellm_admin
 
     system = system_actor(acme.org, "tests")
     gpt = routes.route_create(actor=system, data={"name": "gpt", "deployments": [

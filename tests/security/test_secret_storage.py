@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from evals.models import LangfuseConnection
-from gateway import sync
+from gateway.backends.managed import ManagedBackend
 from gateway.models import ProviderCredential
 from gateway.services import routes
 from portal import crypto
@@ -60,7 +60,7 @@ def secrets(stack: Stack, live_acme: Tenant, recorder: Recorder) -> Secrets:  # 
     conn = LangfuseConnection(project=live_acme.project, host=stack.langfuse.url, public_key=public)
     conn.set_secret_key(LANGFUSE_SECRET)
     conn.save()
-    backend = sync.ManagedBackend()
+    backend = ManagedBackend()
     backend.push_routes(live_acme.org.pk)
     backend.push_project(live_acme.project.pk)
     time.sleep(0.3)
