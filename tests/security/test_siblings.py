@@ -636,4 +636,4 @@ def test_the_langfuse_client_refuses_answers_of_the_wrong_shape_or_size(body: by
 
     client, _ = hostile_langfuse(lambda n: httpx.Response(200, content=body))
     with pytest.raises(LangfuseError):
-        list(client.pages("/api/public/score-configs", {"limit": 100}))
+        list(client.score_configs())
