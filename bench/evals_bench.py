@@ -1,7 +1,7 @@
 """Evaluation benchmark: one run, side by side, on this machine; prints its figures.
 
 1. Judgments per second of an evaluation run (`evals/services/runs.py`'s
-   Runner, as the worker runs it) at concurrency C = 4, 8, 16: traces from a
+   `EvaluationRun`, as the worker runs it) at concurrency C = 4, 8, 16: traces from a
    Langfuse stand-in, a stand-in judge (`tests/llm_standin.py`) answering
    after a fixed 200 ms, scores written back to the stand-in. Reported as a
    ratio of the ideal C / 0.2 s.  Target: >= 0.8. Measured twice: with the

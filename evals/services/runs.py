@@ -12,7 +12,8 @@ A scheduled run never skips a trace: its window ends `EVALS_INGESTION_DELAY_SECO
 before it starts (Langfuse ingests traces asynchronously, so the newest are
 not listed yet), and a trace whose judge call failed for a transient reason
 (the gateway's 5xx or time-out) is kept as `retry` and judged again by the
-schedule's next run, whatever its window, up to `MAX_ATTEMPTS` times."""
+schedule's next run, whatever its window, up to `MAX_ATTEMPTS` times; so is
+the push of a score Langfuse failed to take."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from evals.gateway_client import PORTAL_TAG, GatewayCallError
@@ -132,6 +134,7 @@ class EvaluationRun(JudgeExecution):
         self.capped_at: str | None = None  # timestamp of the last trace taken, when a count limit stopped the run
         self.last_seen: str | None = None  # timestamp of the last trace read
         self.retried = 0
+        self.taken_again: set[str] = set()  # trace ids taken as retries (the window may list them too)
         self.langfuse_error = ""
         super().__init__(run)
 
@@ -181,12 +184,13 @@ class EvaluationRun(JudgeExecution):
         yield from self.window()
 
     def retries(self) -> Any:
-        """The schedule's traces whose judging failed for a transient reason in an earlier run."""
+        """The schedule's traces left behind by its earlier runs: judging failed for a transient
+        reason, or scored but not written to Langfuse (it failed), whatever the window."""
         if self.schedule is None:
             return
-        rows = EvalScore.objects.filter(evaluator_version=self.version, status=ScoreStatus.RETRY,
-                                        run__schedule=self.schedule).order_by("id")
-        yield from (("retry", row) for row in rows[:self.max_traces])
+        left = Q(status=ScoreStatus.RETRY) | Q(status=ScoreStatus.SCORED, pushed_at__isnull=True)
+        rows = EvalScore.objects.filter(left, evaluator_version=self.version, run__schedule=self.schedule)
+        yield from (("retry", row) for row in rows.order_by("id")[:self.max_traces])
 
     def window(self) -> Any:
         run, langfuse = self.run, self.langfuse
@@ -217,6 +221,8 @@ class EvaluationRun(JudgeExecution):
 
     def take_trace(self, trace: dict[str, Any]) -> Any:
         run = self.run
+        if trace["id"] in self.taken_again:
+            return None  # taken as a retry already
         run.sampled += 1
         run.total = run.sampled + self.retried
         self.capped_at = trace.get("timestamp")
@@ -230,6 +236,12 @@ class EvaluationRun(JudgeExecution):
         return self.judging(row, trace_source(trace))
 
     def take_retry(self, row: EvalScore) -> Any:
+        self.taken_again.add(row.trace_id)
+        if row.status == ScoreStatus.SCORED:  # judged, never pushed
+            self.push(row)
+            self.run.already_scored += 1
+            self.run.processed += 1
+            return None
         if not claim_retry(self.run, row):
             return None  # another run took it
         assert self.langfuse is not None
