@@ -19,12 +19,14 @@ from here is accepted: it cannot be checked, and the call-time check refuses
 it if it later points inside), and `PolicyTransport` when the portal calls:
 it resolves once, checks every answer and connects to the checked address,
 so a DNS answer that changes between the check and the connection
-(rebinding) cannot reach inside. Callers do not follow redirects."""
+(rebinding) cannot reach inside. Callers do not follow redirects.
+
+What counts as internal is defined once, for the portal and the gateway, in
+gateway/plugin/addresses.py."""
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,25 +37,9 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from gateway.plugin.addresses import METADATA, METADATA_NAMES, IPAddress, classify, ip_literal, is_localhost
 
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
-    "169.254.170.2",  # AWS ECS task metadata
-    "169.254.169.253",  # AWS DNS
-    "fd00:ec2::254",  # AWS IMDS over IPv6
-    "100.100.100.200",  # Alibaba Cloud
-    "168.63.129.16",  # Azure wire server (a public address)
-))
-METADATA_NAMES = frozenset({
-    "metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal",
-    "metadata.azure.com", "metadata.tencentyun.com",
-})
-CGNAT = ipaddress.ip_network("100.64.0.0/10")
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-METADATA = "a cloud metadata address"
-_IPV4_SPELLING = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class OutboundRefused(ValueError):
@@ -81,40 +67,6 @@ def parse(url: str) -> Target:
         raise OutboundRefused("Enter the URL without a user name or password in it.")
     host = parts.hostname.lower().rstrip(".")
     return Target(parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
-
-
-def ip_literal(host: str) -> IPAddress | None:
-    """The address a host names by itself, in any spelling a resolver accepts."""
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        pass
-    if not _IPV4_SPELLING.match(host):
-        return None
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
-        return None
-
-
-def classify(ip: IPAddress) -> str | None:
-    """Why the portal does not connect to `ip` (None: a public address)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (
-            ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None)
-        if embedded is not None:
-            return classify(embedded)
-    checks = (
-        (ip in METADATA_ADDRESSES, METADATA),
-        (ip.is_unspecified, "an unspecified address"),
-        (ip.is_loopback, "a loopback address"),
-        (ip.is_link_local, "a link-local address"),
-        (ip.is_multicast, "a multicast address"),
-        (ip in CGNAT, "a shared (CGNAT) address"),
-        (ip.is_private, "a private address"),
-        (ip.is_reserved or not ip.is_global, "a reserved address"),
-    )
-    return next((reason for refused, reason in checks if refused), None)
 
 
 @dataclass(frozen=True)
@@ -153,7 +105,7 @@ def allowance() -> Allowance:
 
 
 def _resolve(target: Target) -> list[IPAddress]:
-    if target.host == "localhost" or target.host.endswith(".localhost"):
+    if is_localhost(target.host):
         return [ipaddress.ip_address("127.0.0.1")]  # RFC 6761: always loopback, whatever DNS says
     infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))

@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,48 +21,31 @@ from gateway.services import routes
 from portal.access import system_actor
 from portal.models import AuditLogEntry, Membership, TeamMembership
 from tests.factories import Tenant
+from tests.fake_http import Answer, FakeServer, Seen
 from tests.langfuse_standin import LangfuseStandin
 from tests.langfuse_standin.fixtures import PUBLIC_KEY, SECRET_KEY
 
 BANNER = "FAR-SIDE-BANNER internal build 7f3a, db=10.0.0.12"
 
 
-class FarSide:
+class FarSide(FakeServer):
     """A server of the attacker's choosing: it answers like Langfuse (or with an error
     page carrying a banner) and records the Authorization headers it receives."""
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
-        self.authorizations: list[str] = []
-        far = self
+        super().__init__(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                far.authorizations.append(self.headers.get("Authorization") or "")
-                if far.status != 200:
-                    body = json.dumps({"message": BANNER}).encode()
-                elif self.path.startswith("/api/public/health"):
-                    body = json.dumps({"status": "OK", "version": "4.0.0"}).encode()
-                else:
-                    body = json.dumps({"data": [{"id": "stolen", "name": "attacker"}],
-                                       "projects": []}).encode()
-                self.send_response(far.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_GET  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+    def answer(self, request: Seen) -> Answer:
+        if self.status != 200:
+            return Answer.json({"message": BANNER}, self.status)
+        if request.path.startswith("/api/public/health"):
+            return Answer.json({"status": "OK", "version": "4.0.0"})
+        return Answer.json({"data": [{"id": "stolen", "name": "attacker"}], "projects": []})
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+    def authorizations(self) -> list[str]:
+        return [r.headers.get("Authorization") or "" for r in self.seen]
 
     def secrets_received(self) -> list[str]:
         out = []
@@ -76,11 +57,9 @@ class FarSide:
 
 @pytest.fixture
 def far_side() -> Iterator[FarSide]:
-    server = FarSide()
-    server.thread.start()
+    server = FarSide().start()
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.stop()
 
 
 @pytest.fixture

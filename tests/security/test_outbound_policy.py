@@ -7,9 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 
 from evals.langfuse_client import LangfuseClient, LangfuseError
 from portal import notify, outbound
+from tests.fake_http import Answer, FakeServer, Seen
 
 REFUSED = {
     "http://127.0.0.1/": "loopback",
@@ -105,49 +104,29 @@ def test_an_allowed_name_may_resolve_inside(settings: Any, monkeypatch: pytest.M
 
 # Call time ----------------------------------------------------------------------------------
 
-class Recorder:
+class Recorder(FakeServer):
     """A server on loopback that records what reaches it; optionally redirects."""
 
     def __init__(self) -> None:
-        self.hits: list[str] = []
         self.redirect_to: str | None = None
-        rec = self
+        super().__init__(self.answer)
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                rec.hits.append(f"{self.command} {self.path} host={self.headers.get('Host')}")
-                if rec.redirect_to:
-                    self.send_response(302)
-                    self.send_header("Location", rec.redirect_to)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps({"status": "OK", "version": "4.0.0", "data": []}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_GET  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def answer(self, request: Seen) -> Answer:
+        if self.redirect_to:
+            return Answer(302, headers=(("Location", self.redirect_to),))
+        return Answer.json({"status": "OK", "version": "4.0.0", "data": []})
 
     @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
+    def hits(self) -> list[str]:
+        return [f"{r.method} {r.path} host={r.headers.get('Host')}" for r in self.seen]
 
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
     server = Recorder()
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.stop()
 
 
 def _resolves_to(monkeypatch: pytest.MonkeyPatch, name: str, address: str) -> None:
