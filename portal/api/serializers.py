@@ -26,19 +26,17 @@ from portal.models import (
 
 @extend_schema_field(OpenApiTypes.INT)
 class OrgScopedRelatedField(serializers.PrimaryKeyRelatedField):
-    """A foreign key that accepts only objects of the organization in the
-    serializer's context; another tenant's id reads as "does not exist"."""
+    """A foreign key that accepts only objects the actor in the serializer's
+    context sees (`visible_to`); another tenant's id reads as "does not exist"."""
 
-    def __init__(self, model: type[Model], org_field: str = "organization", **kwargs: Any) -> None:
+    def __init__(self, model: type[Model], **kwargs: Any) -> None:
         self.model = model
-        self.org_field = org_field
         super().__init__(**kwargs)
 
     def get_queryset(self) -> QuerySet[Any]:
-        org = self.context.get("organization")
-        if org is None:
-            return self.model._default_manager.none()
-        return self.model._default_manager.filter(**{self.org_field: org})
+        actor = self.context.get("actor")
+        manager: Any = self.model._default_manager  # a TenantManager (the model is a tenant model)
+        return manager.none() if actor is None else manager.visible_to(actor, "view")
 
 
 class RelatedList(serializers.ListField):
