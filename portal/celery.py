@@ -1,5 +1,8 @@
 """The Celery app. Queues: `sync` (pushes to the gateway), `usage` (usage
-ingestion), `evals` (evaluations and benchmarks)."""
+ingestion), `evals` (evaluations and benchmarks); each task names its own
+(gateway/tasks.py, evals/tasks*.py). Beat's schedule: portal/schedule.py,
+seeded by `manage.py seed_beat`. The usage consumer: started by the worker,
+below."""
 
 import os
 
@@ -13,10 +16,24 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+CONSUMER_WATCH_SECONDS = 30.0
+
+
+def serves(consumer: object, queue: str) -> bool:
+    return queue in {q.name for q in getattr(getattr(consumer, "task_consumer", None), "queues", [])}
+
+
 @worker_ready.connect
-def start_usage_consumer(sender: object = None, **kwargs: object) -> None:
-    """A worker that serves the `usage` queue starts reading the gateway's usage
-    stream at once, rather than at beat's next minute."""
-    queues = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])}
-    if "usage" in queues:
-        app.send_task("gateway.tasks.usage_consume", queue="usage")
+def keep_usage_consumer(sender: object = None, **kwargs: object) -> None:
+    """The one way the usage consumer starts: a worker that serves the `usage`
+    queue starts it when it is ready (so usage flows from the worker's first
+    second), and checks every half minute that one is still running (each
+    consumer hands over to the next; this restarts a chain that broke)."""
+    if not serves(sender, "usage"):
+        return
+    from gateway.tasks import usage_consumer_start
+
+    usage_consumer_start(unless_running=False)
+    timer = getattr(sender, "timer", None)
+    if timer is not None:
+        timer.call_repeatedly(CONSUMER_WATCH_SECONDS, usage_consumer_start, kwargs={"unless_running": True})

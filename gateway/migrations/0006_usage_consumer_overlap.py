@@ -1,25 +1,11 @@
-"""Usage consumers overlap a little (each reads for 58 s, beat starts one every
-50 s), so that usage never waits for the next one to start."""
+"""Once changed the usage consumer's beat entry. The schedule is declared in portal/schedule.py
+and seeded by `manage.py seed_beat` now (which removes that entry: a worker starts the consumer);
+this migration stays in the history so that databases that applied it migrate cleanly, and does
+nothing either way."""
 
 from django.db import migrations
-
-NAME = "gateway: consume usage"
-
-
-def update(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=50, period="seconds")
-    PeriodicTask.objects.filter(name=NAME).update(interval=interval, expire_seconds=45)
-
-
-def back(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
-    PeriodicTask.objects.filter(name=NAME).update(interval=interval, expire_seconds=50)
 
 
 class Migration(migrations.Migration):
     dependencies = [("gateway", "0005_beat_schedule_admin")]
-    operations = [migrations.RunPython(update, back)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]

@@ -4,6 +4,7 @@ LLM-written report of a run."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import signal
 import time
@@ -11,11 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from evals.models import EvalRun, EvalSchedule
 from tests.e2e.conftest import Stack
 from tests.e2e.helpers import until
-from tests.e2e.procs import PYTHON, Proc
+from tests.e2e.procs import LOGS, PYTHON, Proc
 from tests.e2e.test_alerts import Hooks
 from tests.e2e.test_evals import connect_langfuse, evaluator, finished, judge_route, project_url
 from tests.factories import Tenant
@@ -25,6 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def beat(stack: Stack, tmp_path: Any) -> Iterator[Proc]:
+    """Beat with the portal's schedule, seeded as a deployment seeds it."""
+    call_command("seed_beat", stdout=io.StringIO())
     proc = Proc("beat", [PYTHON, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
                          "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
                          "--max-interval", "2", "--pidfile", str(tmp_path / "beat.pid")], stack.env).start()
@@ -34,6 +38,7 @@ def beat(stack: Stack, tmp_path: Any) -> Iterator[Proc]:
 
 def test_beat_fires_a_schedule_and_its_alerts_follow_the_scores(stack: Stack, acme: Tenant, beat: Proc,
                                                                 settings: Any) -> None:
+    log_start = (LOGS / "beat.log").stat().st_size if (LOGS / "beat.log").exists() else 0
     hooks = Hooks()
     acme.client("owner").patch(acme.url(), {"alert_webhook_url": hooks.url}, format="json")
     lf = connect_langfuse(acme, stack)
@@ -77,6 +82,9 @@ def test_beat_fires_a_schedule_and_its_alerts_follow_the_scores(stack: Stack, ac
     until(lambda: len(hooks.received) >= 1, 10, 0.2)
     assert any("dropped from 4.000 to 2.000" in r for r in hooks.received[0]["reasons"])
     hooks.server.shutdown()
+    with open(LOGS / "beat.log", "rb") as log:  # beat ran the seeded housekeeping too
+        log.seek(log_start)
+        assert b"Sending due task gateway: re-push state Redis lost" in log.read()
 
 
 def test_a_report_groups_the_weakest_traces_and_links_each_claim(stack: Stack, acme: Tenant) -> None:

@@ -1,5 +1,6 @@
-"""python manage.py demo: migrate, seed, start every process of the portal
-on loopback, print how to use it, and stop everything on Ctrl-C."""
+"""python manage.py demo: migrate, seed (beat's schedule, the demo organization),
+start every process of the portal on loopback, print how to use it, and stop
+everything on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -113,6 +114,7 @@ class Command(BaseCommand):
         self.stdout.write("Migrating the demo database...")
         fresh_database = "django_migrations" not in connection.introspection.table_names()
         call_command("migrate", verbosity=0)
+        call_command("seed_beat", stdout=io.StringIO())  # beat's housekeeping entries (portal/schedule.py)
         if fresh_database and redis_reachable():
             dropped = forget_gateway_state()
             if dropped:
