@@ -63,9 +63,15 @@ class ServerInfo:
         return "v4" if self.major >= 4 else "v3"
 
 
+def langfuse_time(value: dt.datetime) -> str:
+    """A time as Langfuse writes it (UTC, milliseconds, 'Z'): callers store these strings."""
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def plain(value: Any) -> Any:
-    """An SDK model as the JSON Langfuse sends (camelCase names, ISO timestamps)."""
-    return jsonable_encoder(value)
+    """An SDK model as the JSON Langfuse sends (camelCase names, its timestamps)."""
+    return jsonable_encoder(value, custom_encoder={dt.datetime: langfuse_time})
 
 
 def segment(value: str) -> str:
