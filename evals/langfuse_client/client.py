@@ -85,6 +85,12 @@ def sdk_arguments(body: dict[str, Any]) -> dict[str, Any]:
     return {"".join(f"_{c.lower()}" if c.isupper() else c for c in key): value for key, value in body.items()}
 
 
+def may_retry(error: LangfuseError, *, idempotent: bool) -> bool:
+    """Whether sending again may help and cannot act twice: any transient failure of a read or an
+    upsert; of another POST only one that never left or was refused with 429 (before any work)."""
+    return not error.permanent and (idempotent or error.unsent or error.status == 429)
+
+
 class LangfuseClient:
     def __init__(self, host: str, public_key: str, secret_key: str, *, timeout: float = 10.0, max_retries: int = 4,
                  backoff: float = 0.5, max_backoff: float = 20.0, transport: httpx.BaseTransport | None = None
@@ -117,8 +123,7 @@ class LangfuseClient:
                 return send(options)
             except CALL_FAILURES as exc:
                 error = self._error(what, exc)
-            if error.permanent or attempt >= self.max_retries or not (
-                    idempotent or error.unsent or error.status == 429):
+            if attempt >= self.max_retries or not may_retry(error, idempotent=idempotent):
                 raise error
             delay = self._delay(attempt, error.retry_after)
             attempt += 1
