@@ -82,6 +82,36 @@ def langfuse_row(raw: dict[str, Any]) -> tuple[ItemRow | None, str | None]:
     return ItemRow(raw["input"], raw.get("expectedOutput"), metadata, str(item_id), trace_id), None
 
 
+def read_langfuse_items(client: LangfuseClient, name: str, result: WriteResult) -> list[ItemRow]:
+    """The rows of the Langfuse dataset's items, or a ValidationError naming the bad ones; archived
+    items and items without input are counted in `result.skipped`."""
+    rows: dict[str, ItemRow] = {}
+    errors: list[str] = []
+    # Every item read counts (repeated, archived, invalid): the host is the tenant's choice, and
+    # one that lists the same item for ever must not keep the request reading.
+    for read, raw in enumerate(client.dataset_items(name)):
+        if read >= MAX_DATASET_ITEMS:
+            raise ValidationError({"name": f"The Langfuse dataset has more than {MAX_DATASET_ITEMS} items."})
+        if len(errors) >= MAX_ERRORS:
+            continue  # enough to report; reading on only to the limit
+        if not isinstance(raw, dict):
+            errors.append(f"item {read + 1}: not a JSON object")
+            continue
+        if raw.get("status") == "ARCHIVED":
+            result.skipped += 1
+            continue
+        row, problem = langfuse_row(raw)
+        if problem:
+            errors.append(problem)
+        elif row is None:
+            result.skipped += 1
+        else:
+            rows[str(row.external_id)] = row  # pages may overlap while items change
+    if errors:
+        raise ValidationError({"name": errors[:MAX_ERRORS]})
+    return list(rows.values())
+
+
 def dataset_pull(*, actor: Actor, dataset: Dataset, name: str | None = None) -> WriteResult:
     """Items of a Langfuse dataset, by id: new ones added, known ones updated.
     Archived items and items without input are skipped. The dataset is linked
@@ -89,37 +119,14 @@ def dataset_pull(*, actor: Actor, dataset: Dataset, name: str | None = None) -> 
     require_manager(actor, dataset)
     name = name or dataset.langfuse_name or dataset.name
     conn = langfuse_connection(dataset.project)
-    rows: dict[str, ItemRow] = {}
-    errors: list[str] = []
     result = WriteResult(langfuse_name=name)
     with conn.client() as client:
         if langfuse_dataset(client, name) is None:
             raise ValidationError({"name": f"Langfuse has no dataset named {name!r}."})
-        # Every item read counts (repeated, archived, invalid): the host is the tenant's choice, and
-        # one that lists the same item for ever must not keep the request reading.
-        for read, raw in enumerate(client.dataset_items(name)):
-            if read >= MAX_DATASET_ITEMS:
-                raise ValidationError({"name": f"The Langfuse dataset has more than {MAX_DATASET_ITEMS} items."})
-            if len(errors) >= MAX_ERRORS:
-                continue  # enough to report; reading on only to the limit
-            if not isinstance(raw, dict):
-                errors.append(f"item {read + 1}: not a JSON object")
-                continue
-            if raw.get("status") == "ARCHIVED":
-                result.skipped += 1
-                continue
-            row, problem = langfuse_row(raw)
-            if problem:
-                errors.append(problem)
-            elif row is None:
-                result.skipped += 1
-            else:
-                rows[str(row.external_id)] = row  # pages may overlap while items change
-    if errors:
-        raise ValidationError({"name": errors[:MAX_ERRORS]})
+        rows = read_langfuse_items(client, name, result)
     with transaction.atomic():
-        result.created, result.updated = upsert_items(dataset, list(rows.values()),
-                                                 ("input", "expected_output", "metadata", "source_trace_id"))
+        result.created, result.updated = upsert_items(dataset, rows,
+                                                      ("input", "expected_output", "metadata", "source_trace_id"))
         Dataset.objects.filter(pk=dataset.pk).update(langfuse_name=name)
         dataset.langfuse_name = name
         audit.record(actor, "dataset.pull", dataset, after={"langfuse_name": name, "created": result.created,

@@ -104,7 +104,7 @@ def build_from_traces(*, actor: Actor, dataset: Dataset, spec: BuildSpec) -> Wri
         rows, result = collect_traces(client, dataset, spec)
     with transaction.atomic():
         result.created, result.updated = upsert_items(dataset, rows,
-                                                 ("input", "expected_output", "metadata", "source_trace_id"))
+                                                      ("input", "expected_output", "metadata", "source_trace_id"))
         audit.record(actor, "dataset.build", dataset, after={
             "status": "succeeded", "created": result.created, "updated": result.updated,
             "considered": result.considered, "skipped": result.skipped, "notes": result.notes, **asdict(spec)})
