@@ -33,7 +33,7 @@ import redis
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
-from gateway.plugin import contract, guard, requests
+from gateway.plugin import STARTUP_HOOK, contract, guard, requests
 from gateway.plugin.state import GatewayState, get_state
 
 log = logging.getLogger("portal.gateway")
@@ -293,7 +293,16 @@ async def precheck(presented: list[str]) -> tuple[int, str, str] | None:
     return 401, UNKNOWN_KEY, "invalid_api_key"
 
 
+NOT_INSTALLED = ("The gateway is misconfigured (its guard is not installed); no request is served. Tell an admin "
+                 "of the platform.")
+
+
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    if not guard.installed():
+        # The proxy was started without the plugin's startup hook: refuse rather than serve unguarded.
+        log.error("gateway: the guard is not installed; start the proxy with LITELLM_WORKER_STARTUP_HOOKS=%s",
+                  STARTUP_HOOK)
+        raise fail(503, NOT_INSTALLED, "service_unavailable", "gateway_not_installed")
     st = started()
     try:
         return await _authenticate(st, request, api_key)
@@ -361,13 +370,3 @@ async def _authenticate(st: GatewayState, request: Request, api_key: str) -> Use
         rpm_limit=key["rpm"], tpm_limit=key["tpm"], metadata=metadata,
         user_role=LitellmUserRoles.INTERNAL_USER,
     )
-
-
-def _install_routes() -> None:
-    from gateway.plugin import routes
-
-    routes.install()
-    guard.install()
-
-
-_install_routes()

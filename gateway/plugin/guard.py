@@ -331,18 +331,27 @@ class Guard:
                 portal_callbacks.request_ended(reservation)
 
 
+_installed = False  # set by install(); custom auth refuses every request until it is
+
+
+def installed() -> bool:
+    return _installed
+
+
 def install() -> None:
-    """Wrap LiteLLM's app once, whether or not its middleware stack is built yet."""
+    """Wrap LiteLLM's app once, whether or not its middleware stack is built yet
+    (`gateway.plugin.install`, at the proxy's worker startup)."""
+    global _installed
     from litellm.proxy.proxy_server import app
 
-    if getattr(app, "_portal_guard", False):
-        return
-    build = app.build_middleware_stack
+    if not getattr(app, "_portal_guard", False):
+        build = app.build_middleware_stack
 
-    def guarded() -> Any:
-        return Guard(build())
+        def guarded() -> Any:
+            return Guard(build())
 
-    app.build_middleware_stack = guarded  # type: ignore[method-assign]
-    if app.middleware_stack is not None:
-        app.middleware_stack = Guard(app.middleware_stack)
-    app._portal_guard = True  # type: ignore[attr-defined]
+        app.build_middleware_stack = guarded  # type: ignore[method-assign]
+        if app.middleware_stack is not None:
+            app.middleware_stack = Guard(app.middleware_stack)
+        app._portal_guard = True  # type: ignore[attr-defined]
+    _installed = True

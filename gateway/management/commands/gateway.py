@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from gateway import sync
+from gateway import backends, plugin
 
 
 def render() -> dict[str, Any]:
@@ -72,8 +72,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, workers: int, config_dir: str, render_only: bool,
                **options: Any) -> None:
-        if settings.GATEWAY_MODE != "managed":
-            raise CommandError("GATEWAY_MODE is litellm-admin: run LiteLLM with its own database instead.")
+        backend = backends.backend()
+        if not backend.runs_plugin_proxy:
+            raise CommandError(f"The {backend.name} gateway backend does not run the plugin's proxy: run its "
+                               "own LiteLLM (with its database) instead.")
         config = render()
         directory = Path(config_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,7 @@ class Command(BaseCommand):
         if render_only:
             self.stdout.write(str(path))
             return
-        sync.ensure_state_loaded()
+        backend.ensure_state()
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
         if litellm is None:
             raise CommandError("The litellm proxy is not installed (pip install 'litellm[proxy]').")
@@ -96,6 +98,8 @@ class Command(BaseCommand):
             "GATEWAY_SEALING_KEY": ",".join(settings.GATEWAY_SEALING_KEYS),
             # Settlements Redis refuses are kept here until it takes them again (gateway/plugin/spool.py).
             "PORTAL_GATEWAY_SPOOL_DIR": os.environ.get("PORTAL_GATEWAY_SPOOL_DIR") or str(directory / "spool"),
+            # Installs the plugin's guard and routes in every proxy worker (gateway/plugin/__init__.py).
+            "LITELLM_WORKER_STARTUP_HOOKS": plugin.startup_hooks(os.environ.get("LITELLM_WORKER_STARTUP_HOOKS", "")),
         }
         argv = [litellm, "--config", str(path), "--host", host, "--port", str(port), "--num_workers", str(workers)]
         self.stdout.write(f"Starting LiteLLM on http://{host}:{port}; the plugin loads the routes from Redis")
