@@ -12,11 +12,13 @@ observations through `/api/public/v2/observations`, scores through `/api/public/
 metrics through `/api/public/v2/metrics`; v3 servers read the older ones, and traces through
 `/api/public/traces` (both serve it).
 
-- `client`: `LangfuseClient`, one method per call the portal makes, and the retry policy
+- `client`: `LangfuseClient`, one method per call the portal makes
+- `base`: the SDK client and the policy around each call (retries, pages, the server's version)
 - `transport`: the httpx client the SDK sends through (policy, size bound, no redirects)
 - `errors`: `LangfuseError` and what each failure becomes"""
 
-from evals.langfuse_client.client import MAX_CONFIG_PAGES, MAX_PAGES, LangfuseClient, ServerInfo
+from evals.langfuse_client.base import MAX_PAGES, ServerInfo
+from evals.langfuse_client.client import MAX_CONFIG_PAGES, LangfuseClient
 from evals.langfuse_client.errors import RETRY_STATUSES, LangfuseError
 from evals.langfuse_client.transport import MAX_RESPONSE_BYTES
 
