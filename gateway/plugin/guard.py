@@ -110,7 +110,7 @@ async def respond(send: Send, refusal: requests.Refusal) -> None:
 
 async def read_body(scope: Scope, receive: Receive) -> bytes:
     declared = header(scope["headers"], b"content-length")
-    if declared.isascii() and declared.isdigit() and int(declared) > requests.MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > requests.errors.MAX_BODY_BYTES:
         raise requests.too_large(int(declared))
     chunks, size = [], 0
     while True:
@@ -119,7 +119,7 @@ async def read_body(scope: Scope, receive: Receive) -> bytes:
             raise ConnectionAbortedError
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > requests.MAX_BODY_BYTES:
+        if size > requests.errors.MAX_BODY_BYTES:
             raise requests.too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):

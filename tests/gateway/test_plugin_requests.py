@@ -1,4 +1,4 @@
-"""The gateway's body policy (gateway/plugin/requests.py) and its front door (guard.py), without a proxy."""
+"""The gateway's body policy (gateway/plugin/requests/) and its front door (guard.py), without a proxy."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_json_with_or_without_a_charset_parses() -> None:
 
 
 def test_an_oversize_body_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(requests, "MAX_BODY_BYTES", 1024)
+    monkeypatch.setattr(requests.errors, "MAX_BODY_BYTES", 1024)
     error = refusal(lambda: parse(b'{"a": "' + b"x" * 2000 + b'"}', "application/json"))
     assert error.status == 413 and "at most 0.0009765" in error.message
 
@@ -265,7 +265,7 @@ def test_the_guard_refuses_bodies_before_litellm(app: Any, monkeypatch: pytest.M
     key = {"Authorization": "Bearer sk-tenant"}  # the state is not loaded: custom auth decides about the key
     assert call(outer, "POST", "/v1/chat/completions", b"[1]", key)[0] == 400
     assert call(outer, "GET", "/v1/chat/completions")[0] == 405
-    monkeypatch.setattr(requests, "MAX_BODY_BYTES", 5000)
+    monkeypatch.setattr(requests.errors, "MAX_BODY_BYTES", 5000)
     status, answer = call(outer, "POST", "/v1/chat/completions", b"{" + b" " * 6000 + b"}", key)
     assert status == 413 and answer is not None and answer["error"]["code"] == "request_too_large"
     status, _ = call(outer, "POST", "/v1/chat/completions", b"{}", {"content-length": "999999", **key})
