@@ -1,5 +1,5 @@
 """A hostile tenant, holding one of acme's keys, against the gateway's front door (`gateway/plugin/guard.py`,
-`requests.py`, `auth.py`): the tricks that LiteLLM's own parsing and routing would honour but that the
+`requests/`, `auth.py`): the tricks that LiteLLM's own parsing and routing would honour but that the
 guard already stops. A regression net: each attack here is refused or has no effect on today's code, and
 must stay so. Two real proxies (tests/e2e/stack.py); globex's route `chat` answers "hello from globex",
 so that an answer from globex's deployment shows in the text.
