@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.plugin import requests as policy
+from gateway.plugin.requests import admission as policy
 from tests.e2e.helpers import issue_key
 from tests.e2e.stack import Stack
 from tests.factories import Tenant
