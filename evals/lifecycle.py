@@ -169,7 +169,7 @@ class Execution(Generic[U, C, R]):
         run = cls.claim(run_id)
         if run is None:
             return None
-        execution = cls(run, **options)
+        execution = cls.build(run, **options)
         try:
             execution.execute()
         except RunStopped as stop:
@@ -187,6 +187,21 @@ class Execution(Generic[U, C, R]):
         finally:
             execution.close()
         return run
+
+    @classmethod
+    def build(cls, run: Any, **options: Any) -> Execution[U, C, R]:
+        """The execution of a claimed run. If building it fails (its setup cannot be read),
+        nothing ran, but the run fails rather than stays `running` until `fail_stuck`."""
+        try:
+            return cls(run, **options)
+        except (DatabaseError, ConnectionError):
+            raise  # the task retries
+        except Exception:
+            log.exception("%s %s failed", cls.name, run.pk)
+            cls.release_all([run.pk])
+            cls.model._default_manager.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+                status=RunStatus.FAILED, error=cls.unexpected, finished_at=timezone.now())
+            raise
 
     def execute(self) -> None:
         self.prepare()

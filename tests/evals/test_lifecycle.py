@@ -70,3 +70,18 @@ def test_an_unexpected_error_fails_the_run_and_is_raised(acme: Tenant, monkeypat
     run.refresh_from_db()
     assert run.status == "failed" and run.processed == 3 and run.finished_at is not None
     assert run.error == Counting.unexpected
+
+
+class Unbuildable(Counting):
+    """A kind of run whose setup fails (a bug, data it cannot read) before any unit."""
+
+    def __init__(self, run: EvalRun) -> None:
+        raise KeyError("version_id")
+
+
+def test_a_run_whose_execution_cannot_be_built_fails_rather_than_stays_running(acme: Tenant) -> None:
+    run = make_run(acme, status="queued")
+    with pytest.raises(KeyError):
+        Unbuildable.handle(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and run.finished_at is not None and run.error == Unbuildable.unexpected
