@@ -73,3 +73,38 @@ def test_only_the_portals_own_entries_are_removed() -> None:
     assert f"removed  {RETIRED[0]} (gateway.tasks.usage_consume)" in out
     left = set(PeriodicTask.objects.values_list("name", flat=True))
     assert left == {e.name for e in SCHEDULE} | {"evals: schedule 7", "an operator's own"}
+
+
+def test_the_rows_the_old_data_migrations_made_are_adopted() -> None:
+    """A database that ran the old beat migrations (evals 0003, gateway 0003, 0005, 0006; now no-ops)
+    keeps their rows, with the task names of then and no description: they are adopted by name, take
+    the tasks' names of now, and the retired consumer goes; nothing is created twice."""
+    PeriodicTask.objects.all().delete()
+    old = [  # name, task, every, queue, expires: as those migrations wrote them
+        ("gateway: retry pushes to the gateway", "gateway.tasks.sync_drain_outbox", 15, "sync", 14),
+        ("gateway: re-push state Redis lost", "gateway.tasks.sync_ensure_state", 5, "sync", 4),
+        ("gateway: consume usage", "gateway.tasks.usage_consume", 50, "usage", 45),
+        ("gateway: purge pushed outbox rows", "gateway.tasks.sync_purge_outbox", 86400, "sync", 3600),
+        ("gateway: pull spend from LiteLLM (litellm-admin)", "gateway.tasks.sync_pull_spend", 60, "sync", 55),
+        ("gateway: delete rotated-out keys in LiteLLM (litellm-admin)", "gateway.tasks.sync_expire_grace", 300,
+         "sync", 290),
+        ("evals: fail runs whose worker was lost", "evals.tasks.fail_stuck_runs", 600, "evals", 590),
+    ]
+    for name, task, every, queue, expires in old:
+        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period="seconds")
+        PeriodicTask.objects.create(name=name, task=task, interval=interval, queue=queue, expire_seconds=expires,
+                                    enabled=True)
+    pks = dict(PeriodicTask.objects.values_list("name", "pk"))
+    out = seed()
+    assert "created  " not in out
+    assert "removed  gateway: consume usage (gateway.tasks.usage_consume)" in out
+    assert "updated  gateway: pull spend from LiteLLM (litellm-admin) (task, description)" in out
+    assert "updated  gateway: delete rotated-out keys in LiteLLM (litellm-admin) (task, description)" in out
+    assert "updated  gateway: retry pushes to the gateway (description)" in out
+    for entry in SCHEDULE:
+        row = PeriodicTask.objects.get(name=entry.name)
+        assert row.pk == pks[entry.name]  # the same row: beat keeps its last run
+        assert (row.task, row.queue, row.expire_seconds, row.description) == (entry.task.name, entry.queue,
+                                                                              entry.expires, OWN)
+    assert PeriodicTask.objects.count() == len(SCHEDULE)
+    assert seed() == f"beat schedule: {len(SCHEDULE)} entries, 0 changed\n"
