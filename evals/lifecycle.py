@@ -205,16 +205,23 @@ class Execution(Generic[U, C, R]):
 
     def execute(self) -> None:
         self.prepare()
-        with self.pool:  # leaving it lands what is in flight, even when the run stops
-            for unit in self.units():
-                if self.stopped:
-                    break
-                self.check_limits()
-                self.taken += 1
-                work = self.take(unit)
-                if work is not None:
-                    context, fn, args = work
-                    self.pool.submit(context, fn, *args)
+        try:
+            with self.pool:  # leaving it lands what is in flight, even when the run stops
+                for unit in self.units():
+                    if self.stopped:
+                        break
+                    self.check_limits()
+                    self.taken += 1
+                    work = self.take(unit)
+                    if work is not None:
+                        context, fn, args = work
+                        self.pool.submit(context, fn, *args)
+        except RunStopped as stop:
+            # A limit that means "done" (a count: the schedule's window moves on) does not hold if
+            # what landed while leaving the pool stopped the run (a refusal left its units undone).
+            if stop.done and self.stopped is not None:
+                raise self.stopped from None
+            raise
         if self.stopped:
             raise self.stopped
 

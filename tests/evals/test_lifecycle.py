@@ -3,6 +3,7 @@ the limits, and the one place that gives a run its final state."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -85,3 +86,26 @@ def test_a_run_whose_execution_cannot_be_built_fails_rather_than_stays_running(a
         Unbuildable.handle(run.pk)
     run.refresh_from_db()
     assert run.status == "failed" and run.finished_at is not None and run.error == Unbuildable.unexpected
+
+
+class RefusedWhileLanding(Counting):
+    """Two at a time; unit 3 is slow, and its outcome stops the run (a permanent refusal)."""
+
+    def concurrency(self) -> int:
+        return 2
+
+    def take(self, unit: int) -> Any:
+        return unit, lambda x: (time.sleep(0.3) if x == 3 else None) or 2 * x, (unit,)
+
+    def record(self, context: int, future: Future[int]) -> None:
+        super().record(context, future)
+        if context == 3:
+            self.stop("refused")
+
+
+def test_a_stop_that_lands_after_a_count_limit_is_not_a_success(acme: Tenant, monkeypatch: Any) -> None:
+    """The count limit says the run did what it set out to (the schedule's window moves on); an
+    outcome that stops the run while what is in flight lands says it did not: the run ends partial."""
+    monkeypatch.setattr(Counting, "extra", [Limit("count", 4, "counted enough", done=True)])
+    run = RefusedWhileLanding.handle(make_run(acme, status="queued").pk)
+    assert run is not None and (run.status, run.stop_reason, run.processed) == ("partial", "refused", 4)
