@@ -1,9 +1,10 @@
 """Celery tasks for gateway backends that keep state of their own (the
 litellm-admin mode): on the `sync` queue; each does nothing where the
-backend has nothing to do (managed mode), so beat may list them in every mode.
+backend has nothing to do (managed mode), so beat lists them in every mode.
 
-Suggested beat schedule: `sync_pull_spend` every minute, `sync_expire_grace`
-every 5 minutes (its 15-minute look-back covers a missed run or two)."""
+Beat's entries are declared in portal/schedule.py: `sync_pull_spend` every
+minute, `sync_expire_grace` every 5 minutes (its 15-minute look-back covers a
+missed run or two)."""
 
 from __future__ import annotations
 
