@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -215,6 +216,66 @@ def release_consumer_lock(r: redis.Redis, owner: str) -> None:
         pass
 
 
+@dataclass
+class Consumer:
+    """One reader of the usage and alert streams, in the usage consumer group."""
+
+    r: redis.Redis
+    name: str
+    batch: int
+    block_ms: int
+    lock_owner: str | None
+    stored: int = 0
+    claimed_at: float = 0.0
+    retry_own: bool = True  # first, this consumer's own pending entries (a failed batch)
+    need_groups: bool = True
+
+    def step(self) -> None:
+        if self.lock_owner is not None:  # keep the consumer lock while alive
+            self.r.set(CONSUMER_LOCK, self.lock_owner, px=CONSUMER_LOCK_MS)
+        if self.need_groups:
+            ensure_groups(self.r)
+            self.need_groups = False
+        self.claim_stale()
+        streams: dict[Any, Any] = {contract.USAGE_STREAM: "0" if self.retry_own else ">", contract.ALERTS_STREAM: ">"}
+        reply: Any = self.r.xreadgroup(contract.USAGE_GROUP, self.name, streams, count=self.batch,
+                                       block=None if self.retry_own else self.block_ms)
+        self.retry_own = False
+        for stream, entries in reply or []:
+            if stream == contract.USAGE_STREAM:
+                self.stored += handle_batch(self.r, entries)
+            else:
+                handle_alerts(self.r, entries)
+
+    def claim_stale(self) -> None:
+        """Entries a dead consumer left pending, taken over every half claim period."""
+        if time.monotonic() - self.claimed_at <= CLAIM_IDLE_MS / 2000:
+            return
+        self.claimed_at = time.monotonic()
+        stale = claim_stale(self.r, self.name, self.batch)
+        if stale:
+            self.stored += handle_batch(self.r, stale)
+
+    def recover(self, exc: Exception) -> None:
+        """After a failed step: wait, and never give up (the consumer also carries the hand-over)."""
+        if isinstance(exc, redis.ResponseError):
+            # The stream or its group is gone (deleted, or Redis restarted without persistence), or Redis
+            # refuses commands for a while (out of memory, a replica being promoted).
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                log.warning("usage: Redis refused a command (%s); retrying", type(exc).__name__)
+                time.sleep(0.5)
+            self.need_groups = True
+        elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            log.warning("usage: Redis unreachable (%s); retrying", type(exc).__name__)
+            self.need_groups = True
+            time.sleep(0.5)
+        else:  # the database: nothing was acknowledged, the entries stay pending
+            log.warning("usage: database unavailable (%s); entries stay pending", type(exc).__name__)
+            connection.close()
+            self.retry_own = True
+            time.sleep(1.0)
+
+
 def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_ms: int = 500,
             consumer: str | None = None, lock_owner: str | None = None) -> int:
     """Read and store usage until `seconds` have passed. Returns events stored.
@@ -222,51 +283,14 @@ def consume(r: redis.Redis, *, seconds: float = 50.0, batch: int = 1000, block_m
     Survives Redis restarts (waits and re-creates the group) and database
     outages (leaves the entries pending and retries them: nothing is
     acknowledged before it is committed)."""
-    consumer = consumer or consumer_name()
-    stored = 0
+    reader = Consumer(r, consumer or consumer_name(), batch, block_ms, lock_owner)
     deadline = time.monotonic() + seconds
-    claimed_at = 0.0
-    retry_own = True  # first, this consumer's own pending entries (a failed batch)
-    need_groups = True
     while time.monotonic() < deadline:
         try:
-            if lock_owner is not None:  # keep the consumer lock while alive
-                r.set(CONSUMER_LOCK, lock_owner, px=CONSUMER_LOCK_MS)
-            if need_groups:
-                ensure_groups(r)
-                need_groups = False
-            if time.monotonic() - claimed_at > CLAIM_IDLE_MS / 2000:
-                claimed_at = time.monotonic()
-                stale = claim_stale(r, consumer, batch)
-                if stale:
-                    stored += handle_batch(r, stale)
-            streams: dict[Any, Any] = {contract.USAGE_STREAM: "0" if retry_own else ">", contract.ALERTS_STREAM: ">"}
-            reply: Any = r.xreadgroup(contract.USAGE_GROUP, consumer, streams, count=batch,
-                                 block=None if retry_own else block_ms)
-            retry_own = False
-            for stream, entries in reply or []:
-                if stream == contract.USAGE_STREAM:
-                    stored += handle_batch(r, entries)
-                else:
-                    handle_alerts(r, entries)
-        except redis.ResponseError as exc:
-            # The stream or its group is gone (deleted, or Redis restarted without persistence), or Redis
-            # refuses commands for a while (out of memory, a replica being promoted): wait, never give up,
-            # since the consumer also carries the hand-over to the next one.
-            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                log.warning("usage: Redis refused a command (%s); retrying", type(exc).__name__)
-                time.sleep(0.5)
-            need_groups = True
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("usage: Redis unreachable (%s); retrying", type(exc).__name__)
-            need_groups = True
-            time.sleep(0.5)
-        except DatabaseError as exc:
-            log.warning("usage: database unavailable (%s); entries stay pending", type(exc).__name__)
-            connection.close()
-            retry_own = True
-            time.sleep(1.0)
-    return stored
+            reader.step()
+        except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError, DatabaseError) as exc:
+            reader.recover(exc)
+    return reader.stored
 
 
 def drain(r: redis.Redis, consumer: str | None = None) -> int:

@@ -264,34 +264,34 @@ class Guard:
             await self.app(scope, receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        route = path.rstrip("/") or "/"
+        route = scope.get("path", "").rstrip("/") or "/"
         master = is_master(scope.get("headers", []))
         kind = requests.ROUTES.get(route)
         if kind is None:
-            if master:
-                if master_may_use(route):
-                    await self.app(scope, receive, send)
-                else:
-                    await respond(send, master_refused())
-            elif route in OPEN_ROUTES or (route in INFO_ROUTES and scope.get("method") in ("GET", "HEAD", "OPTIONS")):
-                scope["query_string"] = b""
-                scope["path"] = route  # LiteLLM would redirect a trailing slash to the Host header's name
-                await self.app(scope, receive, public_send(scope, send))
-            else:
-                await respond(send, not_found())
-            return
-        if master:
+            await self.other(scope, receive, send, route, master=master)
+        elif master:
             await respond(send, master_refused())
-            return
-        if scope.get("method") == "OPTIONS":  # a browser's CORS preflight: LiteLLM's CORS middleware answers it
-            scope["query_string"] = b""
-            scope["path"] = route
-            await self.app(scope, receive, send)
-            return
-        if scope.get("method") != "POST":
+        elif scope.get("method") == "OPTIONS":  # a browser's CORS preflight: LiteLLM's CORS middleware answers it
+            await self.app(normalized(scope, route), receive, send)
+        elif scope.get("method") != "POST":
             await respond(send, requests.Refusal(405, f"Use POST for {route}.", "method_not_allowed"))
-            return
+        else:
+            await self.llm(scope, receive, send, route, kind)
+
+    async def other(self, scope: Scope, receive: Receive, send: Send, route: str, *, master: bool) -> None:
+        """Every route but the LLM ones: the master key's few, the open and model-list routes, else 404."""
+        if master and master_may_use(route):
+            await self.app(scope, receive, send)
+        elif master:
+            await respond(send, master_refused())
+        elif route in OPEN_ROUTES or (route in INFO_ROUTES and scope.get("method") in ("GET", "HEAD", "OPTIONS")):
+            await self.app(normalized(scope, route), receive, public_send(scope, send))
+        else:
+            await respond(send, not_found())
+
+    async def llm(self, scope: Scope, receive: Receive, send: Send, route: str, kind: str) -> None:
+        """An LLM route: the key checked before the body is read, the body checked before LiteLLM reads it,
+        and the request's reservation released however LiteLLM ends it."""
         from gateway.plugin import auth
 
         refused = await auth.precheck(presented_keys(scope.get("headers", [])))
@@ -300,35 +300,50 @@ class Guard:
             await respond(send, requests.Refusal(status, message, code, kind="authentication_error"))
             return
         try:
-            raw = await read_body(scope, receive)
-            body = requests.parse(raw, header(scope["headers"], b"content-type"))
-            admitted = requests.admit(kind, body)
-            checked = raw if admitted == body else requests.encode(admitted)  # the client's bytes if unchanged
+            checked = await checked_body(scope, receive, kind)
         except requests.Refusal as refusal:
             await respond(send, refusal)
             return
         except ConnectionAbortedError:
             return
         scope["headers"] = clean_headers(scope["headers"], len(checked))
-        scope["query_string"] = b""
-        scope["path"] = route
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": checked, "more_body": False}
-            return await receive()
-
         try:
-            await self.app(scope, replay, public_send(scope, send))
+            await self.app(normalized(scope, route), replaying(checked, receive), public_send(scope, send))
         finally:
             reservation = scope.get(RESERVATION)
             if reservation is not None:
                 from gateway.plugin.callbacks import portal_callbacks
 
                 portal_callbacks.request_ended(reservation)
+
+
+def normalized(scope: Scope, route: str) -> Scope:
+    """No query string, no trailing slash (LiteLLM would redirect it to the Host header's name)."""
+    scope["query_string"] = b""
+    scope["path"] = route
+    return scope
+
+
+async def checked_body(scope: Scope, receive: Receive, kind: str) -> bytes:
+    """The body LiteLLM gets: the client's bytes if the policy changed nothing, else the admitted body."""
+    raw = await read_body(scope, receive)
+    body = requests.parse(raw, header(scope["headers"], b"content-type"))
+    admitted = requests.admit(kind, body)
+    return raw if admitted == body else requests.encode(admitted)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """The already-read body once, then the client's own messages (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 _installed = False  # set by install(); custom auth refuses every request until it is
