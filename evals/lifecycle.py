@@ -171,22 +171,32 @@ class Execution(Generic[U, C, R]):
             return None
         execution = cls.build(run, **options)
         try:
-            execution.execute()
-        except RunStopped as stop:
-            execution.end(stop)
-        except SoftTimeLimitExceeded:  # Celery's limit came first (a slow call in flight)
-            execution.end(RunStopped(execution.time_reason))
+            execution.settle()
         except (DatabaseError, ConnectionError):
             raise
-        except Exception:
-            log.exception("%s %s failed", cls.name, run_id)
-            execution.end(RunStopped("", error=cls.unexpected), failed=True)
+        except Exception:  # ending the run failed too (a bug in `conclude`): it must not stay running
+            cls.fail_unfinished(run.pk)
             raise
-        else:
-            execution.end(None)
         finally:
             execution.close()
         return run
+
+    def settle(self) -> None:
+        """Execute the run and give it its final state."""
+        try:
+            self.execute()
+        except RunStopped as stop:
+            self.end(stop)
+        except SoftTimeLimitExceeded:  # Celery's limit came first (a slow call in flight)
+            self.end(RunStopped(self.time_reason))
+        except (DatabaseError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("%s %s failed", self.name, self.run.pk)
+            self.end(RunStopped("", error=self.unexpected), failed=True)
+            raise
+        else:
+            self.end(None)
 
     @classmethod
     def build(cls, run: Any, **options: Any) -> Execution[U, C, R]:
@@ -198,10 +208,15 @@ class Execution(Generic[U, C, R]):
             raise  # the task retries
         except Exception:
             log.exception("%s %s failed", cls.name, run.pk)
-            cls.release_all([run.pk])
-            cls.model._default_manager.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-                status=RunStatus.FAILED, error=cls.unexpected, finished_at=timezone.now())
+            cls.fail_unfinished(run.pk)
             raise
+
+    @classmethod
+    def fail_unfinished(cls, run_id: int) -> None:
+        """The last resort when the lifecycle itself failed: a run still running fails, its claims released."""
+        cls.release_all([run_id])
+        cls.model._default_manager.filter(pk=run_id, status=RunStatus.RUNNING).update(
+            status=RunStatus.FAILED, error=cls.unexpected, finished_at=timezone.now())
 
     def execute(self) -> None:
         self.prepare()

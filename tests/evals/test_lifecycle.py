@@ -109,3 +109,18 @@ def test_a_stop_that_lands_after_a_count_limit_is_not_a_success(acme: Tenant, mo
     monkeypatch.setattr(Counting, "extra", [Limit("count", 4, "counted enough", done=True)])
     run = RefusedWhileLanding.handle(make_run(acme, status="queued").pk)
     assert run is not None and (run.status, run.stop_reason, run.processed) == ("partial", "refused", 4)
+
+
+class Inconclusive(Counting):
+    """Its final details cannot be computed (a bug in `conclude`)."""
+
+    def conclude(self) -> None:
+        raise ZeroDivisionError("a bug")
+
+
+def test_a_run_whose_end_fails_is_failed_rather_than_left_running(acme: Tenant) -> None:
+    run = make_run(acme, status="queued")
+    with pytest.raises(ZeroDivisionError):
+        Inconclusive.handle(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and run.finished_at is not None and run.error == Inconclusive.unexpected
