@@ -21,10 +21,13 @@ state, whatever happened:
   `RunStopped`. What is in flight lands, what was done is kept.
 - Finish: `succeeded` (`RunStopped(done=True)`: a count limit, the next run
   goes on from there), `partial` (stopped, something was done) or `failed`;
-  an unexpected error fails the run and is raised again for the worker's log.
+  an unexpected error fails the run and is raised again for the worker's log
+  (also one in building the execution or in ending the run: `fail_unfinished`).
   Claims not done are released.
-- Resume: a run whose worker is gone for good (killed, out of retries) is
-  failed by `fail_stuck` (beat, every 10 minutes) after longer than any run may take.
+- Resume: a retried or redelivered task claims the run again and goes on, each
+  kind skipping what is done; a run whose worker is gone for good (killed, out
+  of retries) is failed by `fail_stuck` (beat, every 10 minutes) after longer
+  than any run may take.
 
 A kind of run is a subclass of `Execution` that says what its units are, how
 it takes one, what runs on the pool and how an outcome is recorded."""

@@ -105,7 +105,7 @@ class JudgeExecution(Execution[Any, EvalScore, Judgment]):
             self.run.save(update_fields=["considered", "sampled", "scored", "already_scored", "failed", "processed",
                                          "total", "judge_cost"])
 
-    def concluded(self) -> None:
+    def conclude(self) -> None:
         """Mean and distribution of the run's scores; its duration."""
         summarize(self.run)
         self.run.duration_ms = int(self.measure("seconds") * 1000)

@@ -287,9 +287,6 @@ class EvaluationRun(JudgeExecution):
 
     # The end -----------------------------------------------------------
 
-    def conclude(self) -> None:
-        self.concluded()
-
     def finished(self) -> None:
         run = self.run
         if run.status == RunStatus.SUCCEEDED and run.schedule_id:

@@ -146,9 +146,6 @@ class Calibration(JudgeExecution):
         EvalScore.objects.filter(run=self.run, status=ScoreStatus.CLAIMED).update(
             status=ScoreStatus.FAILED, error=f"not judged: {self.run.stop_reason}"[:500])
 
-    def conclude(self) -> None:
-        self.concluded()
-
 
 def calibration_execute(run_id: int, concurrency: int = 4) -> EvalRun | None:
     """Execute a queued calibration (the `evals` worker); None when it already finished."""
