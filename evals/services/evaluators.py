@@ -170,7 +170,7 @@ def check_schedule(data: dict[str, Any]) -> None:
 def _sync_beat(schedule: EvalSchedule) -> None:
     from evals.tasks import run_schedule
 
-    fields = {"task": run_schedule.name, "args": json.dumps([schedule.pk]), "queue": "evals",
+    fields = {"task": run_schedule.name, "args": json.dumps([schedule.pk]), "queue": run_schedule.queue,
               "enabled": schedule.enabled, **_beat_schedule(schedule)}
     if schedule.periodic_task is None:
         schedule.periodic_task = PeriodicTask.objects.create(name=f"evals: schedule {schedule.pk}", **fields)

@@ -26,7 +26,8 @@ def validate(project: Project, data: dict[str, Any]) -> dict[str, Any]:
     errors: dict[str, Any] = {}
     if "routes" in data:
         routes = list(dict.fromkeys(data["routes"]))
-        usable = set(usable_routes(project.team_id, project.organization_id).filter(is_active=True).filter(pk__in=[r.pk for r in routes]).values_list("pk", flat=True))
+        usable = set(usable_routes(project.team_id, project.organization_id).filter(
+            is_active=True, pk__in=[r.pk for r in routes]).values_list("pk", flat=True))
         unusable = [r.name for r in routes if r.pk not in usable]
         if not routes:
             errors["routes"] = "Choose at least one route."
