@@ -209,6 +209,10 @@ def foreign_bodies(w: World) -> list[tuple[str, str, str, Any, str]]:
                                                "allowed_routes": ["lab-only"]}, "allowed_routes"),
         ("key update route", "patch", a.url(f"keys/{a.key.pk}/"), {"allowed_routes": ["lab-only"]},
          "allowed_routes"),
+        ("key owner", "post", a.url("keys/"), {"name": "k", "team": a.team.pk, "project": a.project.pk,
+                                               "owner": "member@globex.test"}, "owner"),
+        ("key update owner", "patch", a.url(f"keys/{a.key.pk}/"), {"owner": "member@globex.test"}, "owner"),
+        ("team member", "post", a.url(f"teams/{a.team.pk}/members/"), {"email": "member@globex.test"}, "email"),
         ("project team", "post", a.url("projects/"), {"name": "acme-x", "team": gt}, "team"),
         ("project update team", "patch", a.url(f"projects/{a.project.pk}/"), {"team": gt}, "team"),
         ("route team", "post", a.url("routes/"), {"name": "x", "deployments": deploy, "allowed_teams": [gt]},
@@ -221,6 +225,8 @@ def foreign_bodies(w: World) -> list[tuple[str, str, str, Any, str]]:
         ("evaluator judge", "post", p1_url(w, "evaluators/"), {"name": "j", "template": "helpfulness",
                                                                "judge_route": "lab-only"}, "judge_route"),
         ("report route", "post", p1_url(w, f"runs/{w.p1.run}/report/"), {"route": "lab-only"}, "route"),
+        ("benchmark update route", "patch", p1_url(w, f"benchmarks/{w.p1.benchmark}/"), {"routes": ["lab-only"]},
+         "routes"),
         ("benchmark route", "post", p1_url(w, "benchmarks/"), {"name": "b", "dataset": w.p1.dataset,
                                                                "routes": ["lab-only"]}, "routes"),
         *[(f"{whose} {label}", method, p1_url(w, path), body(e), field) for whose, e in (("globex", g), ("p2", p2))
@@ -584,3 +590,106 @@ def test_another_organizations_ids_in_paths_are_not_found(world: World, role: st
             wrong[f"{method} {path}"] = (response.status_code, response.content[:200])
     assert not wrong, wrong
     assert globex_state(world) == before
+
+
+@pytest.mark.parametrize("whose", ["globex", "other project"])
+def test_imported_labels_name_only_items_of_the_evaluators_project(world: World, whose: str) -> None:
+    foreign = world.g if whose == "globex" else world.p2
+    before = HumanLabel.objects.count()
+    for content, content_type in ((f"item_id,label\n{foreign.item},true\n", "text/csv"),
+                                  (f'[{{"item_id": {foreign.item}, "label": "true"}}]', "application/json")):
+        response = world.acme.client("owner").post(p1_url(world, f"evaluators/{world.p1.evaluator}/labels/import/"),
+                                                   content.encode(), content_type=content_type)
+        assert response.status_code == 400 and "file" in response.json(), response.content
+        assert no_foreign_names(world, response.content), response.content
+    assert HumanLabel.objects.count() == before
+
+
+def test_a_key_cannot_move_to_another_tenants_team_or_project(world: World) -> None:
+    a = world.acme
+    response = a.client("owner").patch(a.url(f"keys/{a.key.pk}/"), {"team": world.globex.team.pk,
+                                                                    "project": world.globex.project.pk,
+                                                                    "organization": world.globex.org.pk},
+                                       format="json")
+    assert response.status_code == 200, response.content
+    key = VirtualKey.objects.get(pk=a.key.pk)
+    assert (key.organization_id, key.team_id, key.project_id) == (a.org.pk, a.team.pk, a.project.pk)
+
+
+def test_a_token_of_another_organization_does_not_act_here_for_a_member_of_both(world: World) -> None:
+    """globex's member is also acme's viewer: its globex token still answers 404 under acme."""
+    a, g = world.acme, world.globex
+    services.member_add(actor=system_actor(a.org, "tests"), email="member@globex.test", role="viewer")
+    globex_token = g.client("member")
+    for path in ("", "keys/", "teams/", f"projects/{a.project.pk}/evaluators/", "usage/", "tokens/"):
+        assert globex_token.get(a.url(path)).status_code == 404, path
+    assert globex_token.post(a.url("tokens/"), {"name": "x", "role": "viewer"}, format="json").status_code == 404
+
+
+HUGE = "9" * 30
+
+
+@pytest.mark.parametrize("path", [f"projects/{HUGE}/evaluators/", f"teams/{HUGE}/members/", f"keys/{HUGE}/",
+                                  "projects/{project}/datasets/" + HUGE + "/items/",
+                                  "projects/{project}/benchmarks/" + HUGE + "/runs/",
+                                  "projects/{project}/evaluators/" + HUGE + "/labels/",
+                                  "projects/{project}/runs/" + HUGE + "/scores/", f"projects/{HUGE}/langfuse/",
+                                  "projects/00{project}/evaluators/"])
+def test_ids_out_of_range_or_padded_are_not_found(acme: Tenant, path: str) -> None:
+    url = acme.url(path.format(project=acme.project.pk))
+    expected = 200 if path.startswith("projects/00") else 404
+    assert acme.client("owner").get(url).status_code == expected, url
+
+
+@pytest.mark.parametrize("path", [f"projects/{HUGE}/", f"projects/{{project}}/runs/{HUGE}/", f"keys/{HUGE}/revoke/"])
+def test_web_ids_out_of_range_are_not_found(acme: Tenant, path: str) -> None:
+    owner = web_login(acme, "owner")
+    url = f"/orgs/{acme.org.slug}/{path.format(project=acme.project.pk)}"
+    response = owner.post(url) if path.endswith("revoke/") else owner.get(url)
+    assert response.status_code == 404, (url, response.status_code)
+
+
+def test_web_key_form_needs_the_csrf_token(acme: Tenant) -> None:
+    user = acme.users["owner"]
+    user.set_password("pw-for-tests-1234")
+    user.save()
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username=user.username, password="pw-for-tests-1234")
+    response = client.post(f"/orgs/{acme.org.slug}/keys/", {"name": "csrf", "team": acme.team.pk,
+                                                            "project": acme.project.pk})
+    assert response.status_code == 403 and not VirtualKey.objects.filter(name="csrf").exists()
+    anonymous = Client()
+    assert anonymous.get(f"/orgs/{acme.org.slug}/keys/").status_code == 302
+    assert anonymous.post(f"/orgs/{acme.org.slug}/keys/{acme.key.pk}/revoke/").status_code == 302
+
+
+def test_evaluation_objects_one_may_view_are_not_ones_one_may_change(world: World) -> None:
+    """Everyone in the organization reads a project's evaluation objects; only its team's admins (and org
+    admins) change them: a plain member of the team, and the team admin of another team's project."""
+    a = world.acme
+    research_project = Project.objects.get(pk=world.research_key.project_id)
+    member, team_admin = a.client("member"), a.client("team_admin")
+    assert member.get(p1_url(world, "langfuse/")).status_code == 200
+    before = evaluation_state(world.p1)
+    for method, path, body in [("put", "langfuse/", {"host": "http://127.0.0.1:1", "public_key": "p"}),
+                               ("delete", "langfuse/", None), ("post", "langfuse/provision/", None),
+                               *[(m, fill(p, world.p1, world.p1), fill_body(b, world.p1, world.p1))
+                                 for m, p, b in NESTED_WRITES if "own_" not in p]]:
+        response = getattr(member, method)(p1_url(world, path), body, format="json")
+        assert response.status_code == 403, (method, path, response.status_code, response.content[:200])
+    assert evaluation_state(world.p1) == before and a.project.langfuse_connection is not None
+    other = a.url(f"projects/{research_project.pk}/")
+    for path, body in (("evaluators/", {"name": "x", "template": "helpfulness", "judge_route": "chat"}),
+                       ("datasets/", {"name": "x"}), ("langfuse/", None)):
+        response = (team_admin.put(other + path, {"host": "http://127.0.0.1:1", "public_key": "p"}, format="json")
+                    if body is None else team_admin.post(other + path, body, format="json"))
+        assert response.status_code == 403, (path, response.content)
+
+
+@pytest.mark.parametrize("role", ["member", "team_admin", "viewer"])
+def test_credentials_are_for_admins(acme: Tenant, role: str) -> None:
+    client = acme.client(role)
+    assert client.get(acme.url("credentials/")).status_code == 403
+    assert client.get(acme.url(f"credentials/{acme.credential.pk}/")).status_code == 403
+    routes_listed = client.get(acme.url("routes/")).json()
+    assert "sk-provider-secret-value" not in str(routes_listed)
