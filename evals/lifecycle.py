@@ -62,7 +62,6 @@ RUN_SECONDS = 3000
 #: Longer than any run may take (the task's hard limit and its retries): a run still queued or
 #: running after that has lost its worker.
 STUCK_AFTER = dt.timedelta(hours=2)
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED)
 
 U = TypeVar("U")  # a unit of work, as `units` lists it
 C = TypeVar("C")  # what the main thread keeps of a unit while it is on the pool
