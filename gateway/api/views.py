@@ -18,6 +18,7 @@ from gateway.api import serializers as s
 from gateway.models import KeyStatus, ModelRoute, ProviderCredential, VirtualKey
 from gateway.services import credentials, keys, routes
 from portal.api.base import OrgScopedViewSet
+from portal.exceptions import Conflict
 from portal.models import OrgRole, TokenScope
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -134,7 +135,11 @@ class KeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedView
                                             request_hash=request_fingerprint(request.data))
         if result.issued is not None:
             return self._issued(result.issued, 201)
-        replay = Response(s.KeySerializer(result.key, context=self.get_serializer_context()).data)
+        # the key as the actor sees it now (it may have left the key's team since): a replay reads no more
+        replayed = self.get_queryset().filter(pk=result.key.pk).first()
+        if replayed is None:
+            raise Conflict("This Idempotency-Key was used for a key you can no longer see; use a new one.")
+        replay = Response(s.KeySerializer(replayed, context=self.get_serializer_context()).data)
         replay["Idempotent-Replayed"] = "true"
         return replay
 

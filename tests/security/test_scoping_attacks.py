@@ -693,3 +693,22 @@ def test_credentials_are_for_admins(acme: Tenant, role: str) -> None:
     assert client.get(acme.url(f"credentials/{acme.credential.pk}/")).status_code == 403
     routes_listed = client.get(acme.url("routes/")).json()
     assert "sk-provider-secret-value" not in str(routes_listed)
+
+
+def test_an_idempotent_replay_does_not_show_a_key_one_can_no_longer_see(acme: Tenant) -> None:
+    """A replay of a key creation answered the key record from the idempotency record, not through
+    `visible_to`: a member who issued a key, then left the team while the key passed to another owner,
+    read it again (name, owner, limits, status) by replaying the request."""
+    member = acme.client("member")
+    body = {"name": "acme replayed key", "team": acme.team.pk, "project": acme.project.pk}
+    created = member.post(acme.url("keys/"), body, format="json", HTTP_IDEMPOTENCY_KEY="once")
+    assert created.status_code == 201, created.content
+    team_admin = acme.client("team_admin")
+    key_id = created.json()["id"]
+    assert team_admin.patch(acme.url(f"keys/{key_id}/"), {"owner": "team_admin@acme.test"},
+                            format="json").status_code == 200
+    services.team_member_remove(actor=system_actor(acme.org, "tests"),
+                                membership=acme.team.memberships.get(user=acme.users["member"]))
+    assert member.get(acme.url(f"keys/{key_id}/")).status_code == 404
+    replay = member.post(acme.url("keys/"), body, format="json", HTTP_IDEMPOTENCY_KEY="once")
+    assert replay.status_code in (404, 409) and "replayed key" not in replay.content.decode(), replay.content
