@@ -81,9 +81,10 @@ def object_ids(t: Tenant) -> list[tuple[str, int]]:
         (r"orgs_tokens_", ApiToken.objects.filter(user=t.users["owner"], organization=t.org)[0].pk),
         (r"orgs_audit_log_", AuditLogEntry.objects.filter(organization=t.org)[0].pk),
         (r"_evaluators_labels_", e.label), (r"_evaluators_calibrations_", e.calibration),
-        (r"_evaluators_", e.evaluator), (r"_schedules_", e.schedule), (r"_runs_(?!results)", e.run),
+        (r"_evaluators_", e.evaluator), (r"_schedules_", e.schedule),
+        # a benchmark's runs before evaluation runs: `_runs_` matches both
+        (r"_benchmarks_runs_", e.benchmark_run), (r"_benchmarks_", e.benchmark), (r"_runs_", e.run),
         (r"_datasets_items_", e.item), (r"_datasets_", e.dataset),
-        (r"_benchmarks_runs_", e.benchmark_run), (r"_benchmarks_", e.benchmark),
     ]
 
 
