@@ -4,7 +4,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from evals.models import (
@@ -191,5 +191,7 @@ class ReportSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(examples=[OpenApiExample("Through the route chat", value={"route": "chat"},
+                                                    request_only=True)])
 class ReportRequestSerializer(serializers.Serializer):
     route = RouteName()
