@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from evals.models import Dataset, DatasetItem
@@ -81,6 +82,7 @@ class BuildResultSerializer(serializers.Serializer):
     notes = serializers.ListField(child=serializers.CharField())
 
 
+@extend_schema_serializer(examples=[OpenApiExample("The linked Langfuse dataset", value={}, request_only=True)])
 class LangfuseNameSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False,
                                  help_text="The Langfuse dataset (default: the linked one, else the dataset's name).")
