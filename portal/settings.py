@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "mozilla_django_oidc",
     "django_celery_beat",
     "portal",
     "gateway",

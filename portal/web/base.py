@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.views import View
 
-from portal.models import Organization
-from portal.tenancy import TenantViewMixin
+from portal.models import Organization, Project
+from portal.tenancy import Parent, TenantViewMixin
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -52,3 +52,7 @@ def organizations_of(user: Any) -> Any:
     """The user's organizations, for the switcher. Not `visible_to`: it spans the user's tenants by
     design, and shows only the organizations the user is a member of."""
     return Organization.objects.filter(memberships__user=user).order_by("slug")
+
+
+# The project named by the URL: the parent of every page under /orgs/{org}/projects/{project_id}/.
+PROJECT = Parent(Project, "project_id")

@@ -1,0 +1,1 @@
+"""Accounts: invitations, password set and reset, single sign-on (OIDC), organization switching."""

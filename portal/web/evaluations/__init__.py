@@ -1,0 +1,1 @@
+"""Evaluations: evaluators, schedules, runs and reports, datasets, benchmarks, calibration."""
