@@ -56,7 +56,8 @@ def test_issue_rotate_and_revoke_a_key_in_the_browser(live_server: Any, acme: Te
     page.fill("#id_password", "pw-for-tests-1234")
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/orgs/acme/")
-    assert page.locator("#spend-chart svg rect").count() == 30
+    page.wait_for_selector("#spend-chart figure[data-drawn]")
+    assert page.locator("#spend-chart .chart-data tbody tr").count() == 30
     assert "requests (" in page.inner_text("main")
     page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
 
@@ -115,7 +116,7 @@ def test_evaluation_pages_show_progress_and_scores(live_server: Any, acme: Tenan
     assert "3/10" in page.inner_text("#runs")
     page.screenshot(path=str(SHOTS / "project.png"), full_page=True)
     page.click(f"#runs a:text-is(\"#{done.pk}\")")
-    page.wait_for_selector("svg.chart")
-    assert page.locator("svg.chart rect").count() == 3
+    page.wait_for_selector("figure[data-drawn]")
+    assert page.locator(".chart-data tbody tr").count() == 3
     assert "reason 0" in page.inner_text("main") and "3.50" in page.inner_text("main")
     page.screenshot(path=str(SHOTS / "run.png"), full_page=True)
