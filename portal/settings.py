@@ -126,6 +126,13 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 
+# Accounts (portal/accounts.py). Where people reach the portal: the links in invitation and
+# password-reset e-mails are built from it, never from the request's Host header.
+PORTAL_PUBLIC_URL = env.str("PORTAL_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# How long an invitation link works; a resend makes a new link (the old one stops working).
+INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 3600)
+
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.auth.ApiTokenAuthentication",

@@ -1,0 +1,69 @@
+"""Accounts pages: accepting an invitation (choose a password), and the organization switch.
+
+The invitation link carries its token in the path once: the page puts it in the
+session and redirects to a URL without it (as Django's password reset does), so
+that the token does not linger in the address bar, the history or a Referer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views import View
+
+from portal import accounts
+from portal.api.errors import validation_detail
+
+SESSION_KEY = "invitation_token"
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def _invalid(request: HttpRequest) -> HttpResponse:
+    return render(request, "web/error.html", {"title": "Invitation not valid", "message": accounts.LINK_INVALID},
+                  status=404)
+
+
+class InvitationAccept(View):
+    """GET /invitations/<token>/ keeps the token and redirects; /invitations/accept/ shows and takes the form."""
+
+    def get(self, request: HttpRequest, token: str | None = None) -> HttpResponse:
+        if token is not None:
+            request.session[SESSION_KEY] = token
+            return redirect("web:invitation_accept_form")
+        invitation = accounts.invitation_by_token(request.session.get(SESSION_KEY, ""))
+        if invitation is None:
+            return _invalid(request)
+        return self.form(invitation, errors={})
+
+    def post(self, request: HttpRequest, token: str | None = None) -> HttpResponse:
+        plaintext = request.session.get(SESSION_KEY, "")
+        invitation = accounts.invitation_by_token(plaintext)
+        if invitation is None:
+            return _invalid(request)
+        password, again = request.POST.get("password1", ""), request.POST.get("password2", "")
+        has_password = invitation.user.has_usable_password()
+        if not has_password and password != again:
+            return self.form(invitation, errors={"password2": ["The two passwords differ."]})
+        try:
+            invitation = accounts.invitation_accept(plaintext=plaintext, password=None if has_password else password)
+        except ValidationError as exc:
+            return self.form(invitation, errors=validation_detail(exc))
+        except PermissionDenied:
+            return _invalid(request)
+        request.session.pop(SESSION_KEY, None)
+        if has_password:
+            messages.success(request, f"You joined {invitation.organization.name}. Sign in as usual.")
+            return redirect("web:login")
+        login(request, invitation.user, backend=MODEL_BACKEND)
+        messages.success(request, f"Welcome to {invitation.organization.name}. Your password is set.")
+        return redirect("web:org", org_slug=invitation.organization.slug)
+
+    def form(self, invitation: Any, *, errors: dict[str, Any]) -> HttpResponse:
+        return render(self.request, "web/accounts/invitation_accept.html",
+                      {"invitation": invitation, "errors": errors,
+                       "has_password": invitation.user.has_usable_password()},
+                      status=400 if errors else 200)
