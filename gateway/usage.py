@@ -22,7 +22,8 @@ import redis
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 
-from gateway.models import UsageDaily, UsageRecord, VirtualKey
+from gateway import latency
+from gateway.models import UsageDaily, UsageProjectDaily, UsageRecord, VirtualKey
 from gateway.plugin import contract
 
 log = logging.getLogger(__name__)
@@ -106,30 +107,49 @@ def _insert_new_copy(rows: list[tuple[Any, ...]]) -> set[str]:
         return new
 
 
+SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "latency_ms_sum", *latency.FIELDS)
+
+
 def add_to_rollups(events: list[dict[str, Any]]) -> None:
-    sums: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0), 0.0])
+    """Add new events to both rollups: per key (UsageDaily) and per project without keys (UsageProjectDaily)."""
+    per_key: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0), 0.0] + [0] * latency.BUCKETS)
     for e in events:
         day = dt.datetime.fromtimestamp(float(e["ts"]), dt.UTC).date()
         k = (int(e["org"]), day, int(e["key_id"]), str(e["route"])[:100], int(e["team"]), int(e["project"]),
              (e.get("owner") or "")[:254])
-        s = sums[k]
+        s = per_key[k]
+        ms = float(e.get("latency_ms") or 0)
         s[0] += 1
         s[1] += e["status"] != "success"
         s[2] += int(e.get("prompt_tokens") or 0)
         s[3] += int(e.get("completion_tokens") or 0)
         s[4] += Decimal(int(e.get("cost_nano") or 0)) / NANO
-        s[5] += float(e.get("latency_ms") or 0)
-    if not sums:
+        s[5] += ms
+        s[6 + latency.bucket(ms)] += 1
+    if not per_key:
         return
-    table = UsageDaily._meta.db_table
-    cols = ("organization_id", "day", "key_id", "route", "team_id", "project_id", "owner_email", "requests", "errors",
-            "prompt_tokens", "completion_tokens", "cost", "latency_ms_sum")
+    per_project: dict[tuple[Any, ...], list[Any]] = {}
+    for (org, day, _key, route, team, project, _owner), s in per_key.items():
+        p = per_project.setdefault((org, day, project, team, route), [0] * len(s))
+        p[:] = [a + b for a, b in zip(p, s, strict=True)]
+    _upsert(UsageDaily._meta.db_table, ("organization_id", "day", "key_id", "route", "team_id", "project_id",
+                                         "owner_email"), ("organization_id", "day", "key_id", "route"), per_key)
+    _upsert(UsageProjectDaily._meta.db_table, ("organization_id", "day", "project_id", "team_id", "route"),
+            ("organization_id", "day", "project_id", "team_id", "route"), per_project)
+
+
+def _upsert(table: str, key_cols: tuple[str, ...], conflict: tuple[str, ...],
+            sums: dict[tuple[Any, ...], list[Any]]) -> None:
+    cols = (*key_cols, *SUMS)
     placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
-    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in cols[7:])
-    sql = (f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ' + ", ".join([placeholders] * len(sums))
-           + f" ON CONFLICT (organization_id, day, key_id, route) DO UPDATE SET {added}")
+    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
     with connection.cursor() as cur:
-        cur.execute(sql, [v for k, s in sums.items() for v in (*k, *s)])
+        items = list(sums.items())
+        for i in range(0, len(items), 500):  # bounded statements (SQLite allows 32766 parameters)
+            chunk = items[i:i + 500]
+            sql = (f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ' + ", ".join([placeholders] * len(chunk))
+                   + f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {added}")
+            cur.execute(sql, [v for k, s in chunk for v in (*k, *s)])
 
 
 def store(events: list[dict[str, Any]]) -> int:
