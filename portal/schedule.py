@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from evals import dashboard_metrics
 from evals import tasks as evals_tasks
 from gateway import tasks, tasks_admin
 
@@ -70,6 +71,8 @@ SCHEDULE = (
     Entry("gateway: delete rotated-out keys in LiteLLM (litellm-admin)", tasks_admin.sync_expire_grace, Every(300),
           expires=290),
     Entry("evals: fail runs whose worker was lost", evals_tasks.fail_stuck_runs, Every(600), expires=590),
+    Entry("evals: refresh the dashboards' Langfuse metrics", dashboard_metrics.refresh_all_metrics,
+          Every(dashboard_metrics.STALE_SECONDS), expires=dashboard_metrics.STALE_SECONDS - 10),
 )
 
 
