@@ -18,23 +18,36 @@ GROUPS = {"day": "day", "route": "route", "key": "key_id", "project": "project_i
           "user": "owner_email"}
 
 
-def summarize(rows: QuerySet[Any], group_field: str | None) -> list[dict[str, Any]]:
-    values = rows.values(group_field) if group_field else rows
-    agg = values.annotate(requests_sum=Sum("requests"), errors_sum=Sum("errors"), prompt=Sum("prompt_tokens"),
-                          completion=Sum("completion_tokens"), cost_sum=Sum("cost"),
-                          latency=Sum("latency_ms_sum")) if group_field else [rows.aggregate(
-        requests_sum=Sum("requests"), errors_sum=Sum("errors"), prompt=Sum("prompt_tokens"),
-        completion=Sum("completion_tokens"), cost_sum=Sum("cost"), latency=Sum("latency_ms_sum"))]
-    out = []
-    for row in agg:
-        requests = row["requests_sum"] or 0
-        out.append({
-            "group": row.get(group_field) if group_field else None,
-            "requests": requests, "errors": row["errors_sum"] or 0, "prompt_tokens": row["prompt"] or 0,
-            "completion_tokens": row["completion"] or 0, "cost": float(row["cost_sum"] or 0),
-            "avg_latency_ms": round((row["latency"] or 0) / requests, 1) if requests else 0.0,
-        })
-    return out
+KEYLESS_GROUPS = ("day", "route", "project", "team")
+REPORT_SUMS = {"requests": Sum("requests"), "errors": Sum("errors"), "prompt_tokens": Sum("prompt_tokens"),
+               "completion_tokens": Sum("completion_tokens"), "cost": Sum("cost"), "latency": Sum("latency_ms_sum")}
+
+
+def _report_row(group: Any, row: dict[str, Any]) -> dict[str, Any]:
+    requests = int(row.get("requests") or 0)
+    return {"group": group, "requests": requests, "errors": int(row.get("errors") or 0),
+            "prompt_tokens": int(row.get("prompt_tokens") or 0),
+            "completion_tokens": int(row.get("completion_tokens") or 0), "cost": float(row.get("cost") or 0),
+            "avg_latency_ms": round(float(row.get("latency") or 0) / requests, 1) if requests else 0.0}
+
+
+def summarize(rows: QuerySet[Any], group_field: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows summed per group, and the totals (summed from the groups: one query)."""
+    groups = list(rows.values(group_field).annotate(**REPORT_SUMS).order_by())
+    totals = {name: sum(g[name] or 0 for g in groups) for name in REPORT_SUMS}
+    return [_report_row(g[group_field], g) for g in groups], _report_row(None, totals)
+
+
+def report_rows(actor: Actor, params: dict[str, Any]) -> QuerySet[Any]:
+    """The rollup rows a usage report reads, as far as the actor sees them: the rollup without keys
+    when it can answer (for those who see every team, not by key or user), the per-key rows otherwise."""
+    keyless = actor.sees_every_team() and params["group_by"] in KEYLESS_GROUPS and "key" not in params
+    model: type[UsageProjectDaily] | type[UsageDaily] = UsageProjectDaily if keyless else UsageDaily
+    rows = model.objects.visible_to(actor, "view").filter(day__gte=params["from"], day__lte=params["to"])
+    for name in ("team", "project", "key", "route"):
+        if name in params:
+            rows = rows.filter(**{GROUPS[name]: params[name]})
+    return rows
 
 
 def labels(actor: Actor, group_by: str, groups: list[Any]) -> dict[Any, str]:
@@ -48,21 +61,17 @@ def labels(actor: Actor, group_by: str, groups: list[Any]) -> dict[Any, str]:
 
 def usage_report(actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
     """Usage of the rows the actor sees (UsageDaily's rule: a member sees its teams' and its own keys')."""
-    rows = UsageDaily.objects.visible_to(actor, "view").filter(day__gte=params["from"], day__lte=params["to"])
-    for name in ("team", "project", "key", "route"):
-        if name in params:
-            rows = rows.filter(**{GROUPS[name] if name != "route" else "route": params[name]})
     group_by = params["group_by"]
-    field = GROUPS[group_by]
-    results = sorted(summarize(rows, field), key=lambda r: (r["group"] is None, r["group"]))
+    results, totals = summarize(report_rows(actor, params), GROUPS[group_by])
+    results.sort(key=lambda r: (r["group"] is None, r["group"]))
     if group_by != "day":
         results.sort(key=lambda r: -r["cost"])
     names = labels(actor, group_by, [r["group"] for r in results])
     for r in results:
         r["label"] = names.get(r["group"], str(r["group"]))
         r["group"] = r["group"].isoformat() if isinstance(r["group"], dt.date) else r["group"]
-    totals = summarize(rows, None)[0] | {"label": "total"}
-    return {"group_by": group_by, "from": params["from"], "to": params["to"], "results": results, "totals": totals}
+    return {"group_by": group_by, "from": params["from"], "to": params["to"], "results": results,
+            "totals": totals | {"label": "total"}}
 
 
 def daily_series(actor: Actor, days: int = 30) -> list[tuple[str, dict[str, Any]]]:

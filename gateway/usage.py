@@ -338,3 +338,28 @@ def period_spend(scope: str, ident: int, period: str, now: dt.datetime) -> Decim
     elif period == "monthly":
         qs = qs.filter(day__gte=now.date().replace(day=1))
     return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+
+
+def rebuild_rollups(organization_id: int) -> None:
+    """Recompute an organization's rollups (both) from its records, in SQL (PostgreSQL): for bulk
+    loads (bench/web_bench.py) and repairs. The consumer keeps them up to date otherwise."""
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("rebuild_rollups needs PostgreSQL")
+    daily, project_daily = UsageDaily._meta.db_table, UsageProjectDaily._meta.db_table
+    buckets = ", ".join(f"count(*) FILTER (WHERE b = {i})" for i in range(latency.BUCKETS))
+    sums = ", ".join(f"sum({c})" for c in SUMS)
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(f'DELETE FROM "{daily}" WHERE organization_id = %s', [organization_id])
+        cur.execute(f'DELETE FROM "{project_daily}" WHERE organization_id = %s', [organization_id])
+        cur.execute(
+            f'INSERT INTO "{daily}" (organization_id, day, key_id, route, team_id, project_id, owner_email, '
+            f"{', '.join(SUMS)}) "
+            "SELECT organization_id, day, key_id, route, min(team_id), min(project_id), min(owner_email), count(*), "
+            "count(*) FILTER (WHERE status <> 'success'), sum(prompt_tokens), sum(completion_tokens), sum(cost), "
+            f"sum(latency_ms), {buckets} FROM (SELECT *, (created_at AT TIME ZONE 'UTC')::date AS day, "
+            f'{latency.bucket_sql("latency_ms")} AS b FROM "{UsageRecord._meta.db_table}" '
+            "WHERE organization_id = %s) r GROUP BY organization_id, day, key_id, route", [organization_id])
+        cur.execute(
+            f'INSERT INTO "{project_daily}" (organization_id, day, project_id, team_id, route, {", ".join(SUMS)}) '
+            f'SELECT organization_id, day, project_id, team_id, route, {sums} FROM "{daily}" '
+            "WHERE organization_id = %s GROUP BY organization_id, day, project_id, team_id, route", [organization_id])
