@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from portal import audit, services
 from portal.access import Actor, system_actor
-from portal.models import Invitation, Membership, OrgRole, Team, TeamRole
+from portal.models import ROLE_RANK, Invitation, Membership, Organization, OrgRole, Team, TeamRole
 from portal.tokens import new_secret, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -201,3 +201,69 @@ def invitation_accept(*, plaintext: str, password: str | None) -> Invitation:
     actor = system_actor(invitation.organization, f"{invitation.email} (accepting an invitation)", user=user)
     audit.record(actor, "invitation.accept", invitation, before=before, after=_state(invitation))
     return invitation
+
+
+# Single sign-on: the organization map ----------------------------------------
+
+SSO_ROLES = (OrgRole.ADMIN, OrgRole.MEMBER, OrgRole.VIEWER)  # never owner: owners are made by people
+
+
+def email_verified(claims: dict[str, Any]) -> bool:
+    """The identity provider says it verified the address (`email_verified` true; some send "true")."""
+    value = claims.get("email_verified")
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def claim_groups(claims: dict[str, Any]) -> list[str]:
+    groups = claims.get(settings.OIDC_GROUPS_CLAIM)
+    if isinstance(groups, str):
+        groups = [groups]
+    if not isinstance(groups, list):
+        return []
+    return [g for g in groups if isinstance(g, str)][:1000]
+
+
+def sso_wanted_roles(claims: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Organization slug -> (role, the rule that gave it), the highest role per organization that
+    `OIDC_ORG_MAP` gives these claims. A domain rule applies only to a verified address."""
+    raw = claims.get("email")
+    email = raw if isinstance(raw, str) else ""
+    domain = email.rpartition("@")[2].lower() if "@" in email else ""
+    keys = {f"group:{g}" for g in claim_groups(claims)}
+    if domain and email_verified(claims):
+        keys.add(f"domain:{domain}")
+    wanted: dict[str, tuple[str, str]] = {}
+    for rule, (slug, role) in settings.OIDC_ORG_MAP.items():
+        if rule in keys and (slug not in wanted or ROLE_RANK[OrgRole(role)] > ROLE_RANK[OrgRole(wanted[slug][0])]):
+            wanted[slug] = (role, rule)
+    return wanted
+
+
+@transaction.atomic
+def sso_apply_mapping(*, user: Any, claims: dict[str, Any]) -> list[Membership]:
+    """At each SSO sign-in: a membership for every organization the map gives, or a raise to the
+    mapped role; a role that is already as high or higher (whoever set it) is left alone, and
+    nothing is ever lowered or removed here. Each change is a `member_add` / `member_update`
+    by the system actor "SSO sign-in (<rule>)", in the audit log."""
+    changed = []
+    for slug, (role, rule) in sorted(sso_wanted_roles(claims).items()):
+        org = Organization.objects.filter(slug=slug).first()
+        if org is None:
+            log.warning("OIDC_ORG_MAP names the organization %r, which does not exist", slug)
+            continue
+        actor = system_actor(org, f"SSO sign-in ({rule})")
+        membership = Membership.objects.select_for_update().filter(organization=org, user=user).first()
+        if membership is None:
+            changed.append(services.member_add(actor=actor, email=user.email, role=role))
+        elif ROLE_RANK[OrgRole(role)] > ROLE_RANK[OrgRole(membership.role)]:
+            changed.append(services.member_update(actor=actor, membership=membership, role=role))
+    return changed
+
+
+def sso_user(claims: dict[str, Any]) -> Any:
+    """The portal user of a verified SSO identity: the one with this e-mail, or a new one
+    (no usable password: it signs in through the identity provider)."""
+    if not email_verified(claims):
+        raise PermissionDenied("The identity provider did not verify this e-mail address.")
+    email = _clean_email(claims.get("email", ""))
+    return services.user_get_or_create(email=email)

@@ -133,6 +133,42 @@ PORTAL_PUBLIC_URL = env.str("PORTAL_PUBLIC_URL", default="http://127.0.0.1:8000"
 INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
 PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 3600)
 
+# Single sign-on through OpenID Connect (mozilla-django-oidc; portal/web/accounts/oidc.py). Offered
+# on the sign-in page when OIDC_RP_CLIENT_ID is set; the provider's endpoints are then required.
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default="")
+OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+# The userinfo claim that lists the user's groups at the provider.
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+# Groups and e-mail domains to an organization and role, applied at each sign-in (roles are only
+# ever raised, never lowered; a domain matches only a verified address), e.g.
+# {"group:eng": ["acme", "member"], "domain:acme.com": ["acme", "viewer"]}.
+OIDC_ORG_MAP: dict[str, list[str]] = env.json("OIDC_ORG_MAP", default={})
+if not isinstance(OIDC_ORG_MAP, dict) or not all(
+        isinstance(k, str) and k.partition(":")[0] in ("group", "domain") and k.partition(":")[2]
+        and isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+        and v[1] in ("admin", "member", "viewer") for k, v in OIDC_ORG_MAP.items()):
+    raise ImproperlyConfigured('OIDC_ORG_MAP: a JSON object of "group:<name>" or "domain:<domain>" to '
+                               '["<org slug>", "admin" | "member" | "viewer"]; see .env.example')
+OIDC_ORG_MAP = {k.lower() if k.startswith("domain:") else k: v for k, v in OIDC_ORG_MAP.items()}
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+if OIDC_ENABLED and not all((OIDC_RP_CLIENT_SECRET, OIDC_OP_AUTHORIZATION_ENDPOINT, OIDC_OP_TOKEN_ENDPOINT,
+                             OIDC_OP_USER_ENDPOINT, OIDC_OP_JWKS_ENDPOINT)):
+    raise ImproperlyConfigured("OIDC_RP_CLIENT_ID is set: OIDC_RP_CLIENT_SECRET and the OIDC_OP_*_ENDPOINT "
+                               "variables are needed too; see .env.example")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+OIDC_AUTHENTICATION_CALLBACK_URL = "web:oidc_authentication_callback"
+LOGIN_REDIRECT_URL_FAILURE = "/login/?sso=failed"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("portal.web.accounts.oidc.PortalOIDCBackend")
+
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.auth.ApiTokenAuthentication",

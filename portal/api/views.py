@@ -9,7 +9,7 @@ from rest_framework import mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal import services
+from portal import accounts, services
 from portal.api import serializers as s
 from portal.api.base import OrgScopedViewSet
 from portal.models import (
@@ -47,7 +47,7 @@ class OrganizationViewSet(OrgScopedViewSet):
 
 
 class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
-    """Members of the organization and their roles."""
+    """Members of the organization and their roles. Adding one mails them an invitation."""
 
     queryset = Membership.objects.select_related("user").order_by("id")
     serializer_class = s.MemberSerializer
@@ -60,7 +60,10 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
         serializer = s.MemberSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        membership = services.member_add(actor=self.actor, email=data["user"]["email"], role=data["role"])
+        # The new member gets an invitation by e-mail (a link to set a password), not an unusable password.
+        invitation = accounts.invitation_create(actor=self.actor, email=data["user"]["email"], role=data["role"])
+        membership = Membership.objects.select_related("user").get(organization=self.organization,
+                                                                    user=invitation.user)
         return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.MemberUpdateSerializer, responses=s.MemberSerializer)

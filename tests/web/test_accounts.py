@@ -192,3 +192,68 @@ def test_accept_page_for_someone_who_has_a_password_changes_nothing(acme: Tenant
 def test_accept_page_without_a_token_is_not_found(db: Any) -> None:
     assert Client().get("/invitations/accept/").status_code == 404
     assert Client().post("/invitations/accept/", {}).status_code == 404
+
+
+# Members added through the API ---------------------------------------------------
+
+def test_a_member_added_through_the_api_is_mailed_an_invitation(acme: Tenant,
+                                                                 django_capture_on_commit_callbacks: Any) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = acme.client("admin").post(acme.url("members/"), {"email": "api.new@acme.test", "role": "viewer"},
+                                             format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["email"] == "api.new@acme.test" and response.json()["role"] == "viewer"
+    assert len(mail.outbox) == 1 and "/invitations/inv_" in mail.outbox[0].body
+    assert Invitation.objects.get(organization=acme.org, email="api.new@acme.test").status == "pending"
+    viewer = acme.client("viewer").post(acme.url("members/"), {"email": "v.new@acme.test", "role": "viewer"},
+                                        format="json")
+    assert viewer.status_code == 403 and not Invitation.objects.filter(email="v.new@acme.test").exists()
+
+
+# Password reset --------------------------------------------------------------------
+
+def _reset_link(message: Any) -> str:
+    match = re.search(r"(https?://[^/\s]+)(/password/reset/[^/\s]+/[^/\s]+/)", message.body)
+    assert match, message.body
+    return match.group(0)
+
+
+def test_password_reset_mails_a_link_from_the_configured_url_not_the_host_header(acme: Tenant, settings: Any) -> None:
+    settings.PORTAL_PUBLIC_URL = "https://portal.acme.test"
+    settings.ALLOWED_HOSTS = ["*"]
+    user = acme.users["member"]
+    user.set_password("old-password-for-tests-1")
+    user.save()
+    client = Client()
+    response = client.post("/password/reset/", {"email": "MEMBER@acme.test"}, HTTP_HOST="evil.example")
+    assert response.status_code == 302 and response["Location"] == "/password/reset/sent/"
+    assert len(mail.outbox) == 1
+    link = _reset_link(mail.outbox[0])
+    assert link.startswith("https://portal.acme.test/password/reset/") and "evil" not in mail.outbox[0].body
+    path = link.removeprefix("https://portal.acme.test")
+    form = client.get(path, follow=True)
+    assert form.status_code == 200 and b"Choose a new password" in form.content
+    set_url = form.redirect_chain[-1][0]
+    weak = client.post(set_url, {"new_password1": "123", "new_password2": "123"})
+    assert weak.status_code == 200 and b"too short" in weak.content
+    done = client.post(set_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == "/password/reset/done/"
+    user.refresh_from_db()
+    assert user.check_password(NEW_PASSWORD)
+    reused = Client().get(path, follow=True)
+    assert b"This link does not work" in reused.content
+
+
+def test_password_reset_tells_nothing_about_unknown_addresses(db: Any) -> None:
+    response = Client().post("/password/reset/", {"email": "nobody@nowhere.test"})
+    assert response.status_code == 302 and mail.outbox == []
+    bad = Client().post("/password/reset/", {"email": "not an address"})
+    assert bad.status_code == 200 and b"Enter a valid email address" in bad.content
+
+
+def test_sign_in_page_offers_sso_only_when_configured(db: Any, settings: Any) -> None:
+    assert b"Sign in with SSO" not in Client().get("/login/").content
+    assert Client().get("/sso/start/").status_code == 404
+    assert Client().get("/sso/callback/?code=x&state=y").status_code == 404
+    settings.OIDC_ENABLED = True
+    assert b"Sign in with SSO" in Client().get("/login/").content

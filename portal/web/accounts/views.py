@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views import View
 
 from portal import accounts
@@ -67,3 +70,49 @@ class InvitationAccept(View):
                       {"invitation": invitation, "errors": errors,
                        "has_password": invitation.user.has_usable_password()},
                       status=400 if errors else 200)
+
+
+def sso_configured() -> bool:
+    """Single sign-on is offered when an OpenID provider is configured (OIDC_RP_CLIENT_ID and its endpoints)."""
+    return bool(getattr(settings, "OIDC_ENABLED", False))
+
+
+class SignIn(auth_views.LoginView):
+    """Django's login with the e-mail as the username, a password-reset link and, when configured,
+    "Sign in with SSO"."""
+
+    template_name = "registration/login.html"
+    redirect_authenticated_user = False
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        failed = self.request.GET.get("sso") == "failed"
+        return super().get_context_data(sso=sso_configured(), sso_failed=failed, **kwargs)
+
+
+# Password reset: Django's views; the links in the e-mail are built from PORTAL_PUBLIC_URL (never the Host header).
+RESET_TEMPLATES = {"email_template_name": "registration/password_reset_email.txt",
+                   "subject_template_name": "registration/password_reset_subject.txt"}
+
+
+class PasswordReset(auth_views.PasswordResetView):
+    template_name = "web/accounts/password_reset_form.html"
+    success_url = reverse_lazy("web:password_reset_done")
+    email_template_name = RESET_TEMPLATES["email_template_name"]
+    subject_template_name = RESET_TEMPLATES["subject_template_name"]
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        self.extra_email_context = {"base_url": settings.PORTAL_PUBLIC_URL}
+        return super().form_valid(form)
+
+
+class PasswordResetDone(auth_views.PasswordResetDoneView):
+    template_name = "web/accounts/password_reset_done.html"
+
+
+class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
+    template_name = "web/accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("web:password_reset_complete")
+
+
+class PasswordResetComplete(auth_views.PasswordResetCompleteView):
+    template_name = "web/accounts/password_reset_complete.html"
