@@ -8,6 +8,7 @@ or its prefix such as `key.`), on what (the object type), and a date range."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, cast
 
 from django import forms
@@ -94,6 +95,13 @@ def filtered(entries: QuerySet[AuditLogEntry], data: dict[str, Any]) -> QuerySet
     return entries
 
 
+def change_text(entry: AuditLogEntry) -> str:
+    """Before and after, as indented JSON (secrets were masked when the entry was written)."""
+    def text(state: Any) -> str:
+        return "—" if state is None else json.dumps(state, indent=1, sort_keys=True, ensure_ascii=False)
+    return f"{text(entry.before)}\n→\n{text(entry.after)}"
+
+
 class AuditPage(OrgPage):
     """The audit log (org admins)."""
 
@@ -106,6 +114,8 @@ class AuditPage(OrgPage):
             return self.page("web/org/audit.html", http_status=400, form=form, entries=[], older="", filtered=True)
         entries = AuditLogEntry.objects.visible_to(self.actor, "view").order_by("-created_at", "-id")
         rows = list(filtered(entries, form.cleaned_data)[:PAGE_SIZE + 1])
+        for entry in rows:
+            entry.change = change_text(entry)  # type: ignore[attr-defined]
         older = ""
         if len(rows) > PAGE_SIZE:
             rows = rows[:PAGE_SIZE]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -44,12 +45,15 @@ def budget_fields() -> tuple[Field, ...]:
               help="Requests are refused once spend reaches it. Empty: no limit."),
         Field("soft_budget", "Soft budget (USD)", kind="decimal", nullable=True,
               help="Only alerts. Not above the max budget."),
-        Field("budget_period", "Budget period", kind="select", choices=tuple(BudgetPeriod.choices),
+        Field("budget_period", "Budget period", kind="select", required=True, choices=tuple(BudgetPeriod.choices),
               help="When spend starts again from zero."),
     )
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, Decimal):  # 120.0000 (the column's scale) reads as 120
+        text = f"{value:f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
     return "" if value is None else str(value)
 
 

@@ -7,6 +7,7 @@ services check `Actor.manages_team`; the pages offer the forms only to those).""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from django.contrib import messages
@@ -37,6 +38,9 @@ LANGFUSE_FIELDS = (
     forms.Field("secret_key", "Secret key", kind="password", maxlength=300,
                 help="Write-only: never shown again. Leave empty to keep the stored one (same host only)."),
 )
+
+#: the secret of a new connection: required, and the same write-only field
+NEW_SECRET = replace(LANGFUSE_FIELDS[2], required=True, help="Write-only: checked with Langfuse, then never shown again.")
 
 
 def managed_teams(actor: Actor) -> list[Team]:
@@ -124,12 +128,13 @@ def project_settings(page: OrgPage, *, values: dict[str, Any], errors: dict[str,
     connection = LangfuseConnection.objects.visible_to(actor, "view").filter(project=project).first()
     if langfuse_values is None:
         langfuse_values = forms.values_of(connection, LANGFUSE_FIELDS) if connection else {}
+    lf_fields = LANGFUSE_FIELDS if connection else (*LANGFUSE_FIELDS[:2], NEW_SECRET)
     status = 400 if errors or langfuse_errors else 200
     return page.page("web/org/project_settings.html", http_status=status, project=project, connection=connection,
                      manages=actor.manages_team(project.team_id), errors=errors,
                      langfuse_errors=langfuse_errors or {},
                      fields=forms.bind(EDIT_FIELDS, values=values, errors=errors, form="project"),
-                     langfuse_fields=forms.bind(LANGFUSE_FIELDS, values=langfuse_values, errors=langfuse_errors,
+                     langfuse_fields=forms.bind(lf_fields, values=langfuse_values, errors=langfuse_errors,
                                                 form="langfuse"))
 
 
