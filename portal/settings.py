@@ -199,6 +199,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: the docs work offline, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No deep links: they put a link inside each operation's button (axe-core: nested-interactive);
+    # no syntax highlighting: its theme's colours fail WCAG AA contrast.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False, "syntaxHighlight": False},
     "ENUM_NAME_OVERRIDES": {
         "OrgRoleEnum": "portal.models.OrgRole.choices",
         "BudgetPeriodEnum": "portal.models.BudgetPeriod.choices",

@@ -25,7 +25,8 @@ org_detail = views.OrganizationViewSet.as_view({"get": "retrieve", "patch": "par
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", template_name="web/dashboards/api_docs.html"),
+         name="docs"),
     path("orgs/<str:org_slug>/", org_detail, name="organization-detail"),
     path("", include("evals.api.urls")),
     path("", include(router.urls)),

@@ -31,7 +31,7 @@ def fmt(value: float | None, unit: str = "") -> str:
         return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
     if unit == "%":
         return f"{value:,.1f}%"
-    return f"{value:,.0f}{unit}" if float(value).is_integer() else f"{value:,.2f}{unit}"
+    return f"{value:,.0f}{unit}" if float(value).is_integer() or unit == " ms" else f"{value:,.2f}{unit}"
 
 
 def _summary(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float | None]], unit: str) -> str:

@@ -10,13 +10,18 @@
     if (v === null || v === undefined || isNaN(v)) return "—";
     if (unit === "$") return "$" + v.toLocaleString("en-US", {minimumFractionDigits: Math.abs(v) < 1 ? 4 : 2, maximumFractionDigits: Math.abs(v) < 1 ? 4 : 2});
     if (unit === "%") return v.toLocaleString("en-US", {minimumFractionDigits: 1, maximumFractionDigits: 1}) + "%";
-    var digits = Number.isInteger(v) ? 0 : 2;
+    var digits = Number.isInteger(v) || unit === " ms" ? 0 : 2;
     return v.toLocaleString("en-US", {minimumFractionDigits: digits, maximumFractionDigits: digits}) + unit;
   }
 
   function tick(v, unit) {
     if (unit === "$") return "$" + v.toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 4});
     return v.toLocaleString("en-US", {maximumFractionDigits: 2}) + (unit === "%" ? "%" : unit);
+  }
+
+  // An ISO day on the axis as "11-30" (the year shows in the tooltip, the readout and the table).
+  function shortLabel(label) {
+    return typeof label === "string" && /^\d{4}-\d{2}-\d{2}$/.test(label) ? label.slice(5) : label;
   }
 
   function safeLink(url) { return typeof url === "string" && /^https?:\/\//i.test(url) ? url : ""; }
@@ -52,7 +57,7 @@
         labels: spec.labels,
         datasets: spec.datasets.map(function (d) {
           return {label: d.label, data: d.data, backgroundColor: d.color, borderColor: d.color,
-                  borderWidth: spec.kind === "line" ? 2 : 0, borderRadius: 2, tension: 0.25,
+                  borderWidth: spec.kind === "line" ? 2 : 0, borderRadius: 2, tension: 0,
                   pointRadius: many ? 0 : 2, pointHoverRadius: 4, spanGaps: false};
         })
       },
@@ -67,7 +72,8 @@
         },
         scales: {
           y: {beginAtZero: true, ticks: {callback: function (v) { return tick(v, spec.unit); }, maxTicksLimit: 5}},
-          x: {grid: {display: false}, ticks: {maxRotation: 0, autoSkip: true, maxTicksLimit: 7}}
+          x: {grid: {display: false}, ticks: {maxRotation: 0, autoSkip: true, autoSkipPadding: 12, maxTicksLimit: 7,
+                                              callback: function (v) { return shortLabel(this.getLabelForValue(v)); }}}
         },
         onHover: function (event, elements) {
           if (elements.length) show(elements[0].index);
