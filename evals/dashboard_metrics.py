@@ -145,9 +145,14 @@ def refresh(project_id: int, start: dt.date, end: dt.date) -> dict[str, Any] | N
 
 def request_refresh(project_id: int, start: dt.date, end: dt.date) -> bool:
     """Queue a refresh unless one was queued in the last minute; True when this call queued it."""
-    if not redis_client().set(f"{_key(project_id, start, end)}:queued", "1", nx=True, ex=QUEUE_GUARD_SECONDS):
+    marker = f"{_key(project_id, start, end)}:queued"
+    if not redis_client().set(marker, "1", nx=True, ex=QUEUE_GUARD_SECONDS):
         return False
-    refresh_metrics.delay(project_id, start.isoformat(), end.isoformat())
+    try:
+        refresh_metrics.delay(project_id, start.isoformat(), end.isoformat())
+    except Exception:  # the broker is down: no marker may claim a task that was never queued
+        redis_client().delete(marker)
+        raise
     return True
 
 

@@ -186,3 +186,28 @@ def test_no_langfuse_connection_says_so(acme: Tenant) -> None:
     assert "not connected to Langfuse" in html
     answer = login(acme, "member").post(dashboard(acme), {"range": "30"}, follow=True)
     assert "not connected" in answer.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_unavailable_cache_or_broker_is_a_message_not_a_traceback(acme: Tenant, langfuse_standin: Any,
+                                                                     monkeypatch: Any) -> None:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    connect_langfuse(acme, langfuse_standin)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Redis is down")
+
+    monkeypatch.setattr(dashboard_metrics, "cached", down)
+    page = login(acme, "member").get(dashboard(acme))
+    assert page.status_code == 200 and 'id="lf-unavailable"' in page.content.decode()
+    monkeypatch.undo()
+
+    def no_broker(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("broker unreachable")
+
+    monkeypatch.setattr(dashboard_metrics.refresh_metrics, "delay", no_broker)
+    answer = login(acme, "member").post(dashboard(acme), {"range": "30"}, follow=True)
+    assert answer.status_code == 200 and "could not be queued" in answer.content.decode()
+    assert not dashboard_metrics.is_queued(acme.project.pk, *dashboard_metrics.window(30))  # no stale marker

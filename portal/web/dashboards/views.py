@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
+import redis
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from kombu.exceptions import OperationalError
 
 from evals import dashboard_metrics
 from evals.models import EvalRun, LangfuseConnection
@@ -19,6 +22,9 @@ from portal.models import Membership, OrgRole, Project, Team
 from portal.web import charts
 from portal.web.base import PROJECT, OrgPage
 from portal.web.dashboards.ranges import PRESETS, chosen_range
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = (redis.RedisError, OperationalError)  # the cache's Redis, or the broker the task goes through
 
 
 class OrgOverview(OrgPage):
@@ -81,6 +87,17 @@ def langfuse_charts(entry: dict[str, Any], connection: LangfuseConnection) -> di
     }
 
 
+def langfuse_section(project: Project, connection: LangfuseConnection, start: dt.date, end: dt.date) -> dict[str, Any]:
+    """The cached metrics of the window (a refresh queued when they are missing or stale)."""
+    entry = dashboard_metrics.cached(project.pk, start, end)
+    queued = dashboard_metrics.is_queued(project.pk, start, end)
+    if dashboard_metrics.is_stale(entry):
+        queued = dashboard_metrics.request_refresh(project.pk, start, end) or queued
+    return {"entry": entry, "queued": queued, "scores_url": dashboard_metrics.scores_url(connection),
+            "fetched_at": _moment(entry, "fetched_at"), "error_at": _moment(entry, "error_at"),
+            **(langfuse_charts(entry, connection) if entry and entry.get("days") else {})}
+
+
 class ProjectPage(OrgPage):
     """A project's dashboard: its usage through the gateway per day and per route, its top keys,
     and its Langfuse metrics (read from the cache the task fills; the page never calls Langfuse).
@@ -97,19 +114,17 @@ class ProjectPage(OrgPage):
         connection = LangfuseConnection.objects.visible_to(actor, "view").filter(project=project).first()
         langfuse: dict[str, Any] = {}
         if connection is not None and connection.enabled:
-            entry = dashboard_metrics.cached(project.pk, start, end)
-            queued = dashboard_metrics.is_queued(project.pk, start, end)
-            if dashboard_metrics.is_stale(entry):
-                queued = dashboard_metrics.request_refresh(project.pk, start, end) or queued
-            langfuse = {"entry": entry, "queued": queued, "scores_url": dashboard_metrics.scores_url(connection),
-                        "fetched_at": _moment(entry, "fetched_at"), "error_at": _moment(entry, "error_at"),
-                        **(langfuse_charts(entry, connection) if entry and entry.get("days") else {})}
+            try:
+                langfuse = langfuse_section(project, connection, start, end)
+            except UNAVAILABLE:
+                log.warning("the Langfuse metrics cache is unavailable", exc_info=True)
+                langfuse = {"unavailable": True}
         runs = list(EvalRun.objects.visible_to(actor, "view").filter(project=project)
                     .select_related("evaluator_version__evaluator", "schedule")[:5])
         return self.page(
             "web/project.html", http_status=400 if form.errors else 200, project=project, form=form,
-            start=start, end=end, presets=PRESETS, start_value=str(request.GET.get("start") or start)[:40],
-            end_value=str(request.GET.get("end") or end)[:40], chosen=form.cleaned_data.get("range") if not form.errors else "",
+            start=start, end=end, presets=PRESETS, chosen="" if form.errors else form.cleaned_data.get("range"),
+            start_value=str(request.GET.get("start") or start)[:40], end_value=str(request.GET.get("end") or end)[:40],
             usage=usage, top_keys=[{**k, "url": _key_url(self.organization.slug, k["key_id"])}
                                    for k in usage["top_keys"]],
             connection=connection, langfuse=langfuse, runs=runs,
@@ -126,10 +141,17 @@ class ProjectPage(OrgPage):
             messages.error(request, "This project is not connected to Langfuse.")
         elif form.errors:
             messages.error(request, "Choose a valid time range first.")
-        elif dashboard_metrics.request_refresh(project.pk, start, end):
-            messages.success(request, "Refresh queued: the Langfuse metrics update in a moment.")
         else:
-            messages.info(request, "A refresh is already queued.")
+            try:
+                queued = dashboard_metrics.request_refresh(project.pk, start, end)
+            except UNAVAILABLE:
+                log.warning("could not queue a Langfuse metrics refresh", exc_info=True)
+                messages.error(request, "The refresh could not be queued right now; try again in a minute.")
+            else:
+                if queued:
+                    messages.success(request, "Refresh queued: the Langfuse metrics update in a moment.")
+                else:
+                    messages.info(request, "A refresh is already queued.")
         query = {"range": form.cleaned_data.get("range", "")} if not form.errors else {}
         if query.get("range") == "custom":
             query.update(start=start.isoformat(), end=end.isoformat())
