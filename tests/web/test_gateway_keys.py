@@ -203,6 +203,6 @@ def test_the_key_page_shows_its_usage_per_day(acme: Tenant) -> None:
     page = login(acme, "member").get(keys_url(acme) + f"{acme.key.pk}/?days=7")
     html = page.content.decode()
     assert page.status_code == 200
-    assert "12 requests (1 errors), $3.0000 in the last 7 days" in html
+    assert "12 requests (1 error), $3.0000 in the last 7 days" in html
     assert html.count("<tr><td>20") == 4  # four days with requests, newest first
     assert login(acme, "member").get(keys_url(acme) + f"{acme.key.pk}/?days=-1").status_code == 200

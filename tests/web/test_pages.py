@@ -101,7 +101,8 @@ def test_no_page_shows_another_tenants_names(acme: Tenant, globex: Tenant, role:
         keys.key_create(actor=actor_for_user(t.org, t.users["owner"]),
                         data={"name": f"{t.org.slug} page key", "team": t.team, "project": t.project})
     client = login(acme, role)
-    pages = ["", "keys/", "routes/", "audit/", f"projects/{acme.project.pk}/"]
+    pages = ["", "keys/", "routes/", "audit/", f"projects/{acme.project.pk}/", f"keys/{acme.key.pk}/", "credentials/",
+             f"credentials/{acme.credential.pk}/", f"routes/{acme.route.pk}/", "routes/new/", "credentials/new/openai/"]
     for page in pages:
         response = client.get(f"/orgs/{acme.org.slug}/{page}")
         assert response.status_code in (200, 403), page
