@@ -48,7 +48,9 @@ for lib in "${LIBS[@]}"; do
 done
 if [ "$CHECK" != "--check" ]; then
   { echo "# Vendored by scripts/vendor_static.sh: do not edit by hand"
+    echo "# name version tarball-integrity vendored-file sha256-of-vendored-file"
     for lib in "${LIBS[@]}"; do IFS='|' read -r name version integrity file _ <<<"$lib"
-      echo "$name $version $integrity $file"; done; } > "$DEST/VERSIONS"
+      base=$(basename "$file" | sed "s/\.min\.js$//; s/\.js$//")
+      echo "$name $version $integrity $base.min.js $(sha256sum "$DEST/$base.min.js" | cut -d' ' -f1)"; done; } > "$DEST/VERSIONS"
 fi
 exit $status

@@ -48,3 +48,16 @@ def test_links_must_be_http_and_show_in_the_table() -> None:
 
 def test_no_points_says_so() -> None:
     assert "No data yet" in charts.bar_chart([]) and "No data yet" in charts.line_chart({"x": []})
+
+
+def test_the_vendored_library_is_the_file_scripts_vendor_static_sh_recorded() -> None:
+    """No hand edits: each vendored file matches the sha256 the vendoring step wrote, and is licensed."""
+    import hashlib
+    from pathlib import Path
+
+    vendor = Path(charts.__file__).resolve().parents[1] / "static" / "portal" / "vendor"
+    rows = [line.split() for line in (vendor / "VERSIONS").read_text().splitlines() if not line.startswith("#")]
+    assert [row[0] for row in rows] == ["chart.js"]
+    for _name, _version, _integrity, file, digest in rows:
+        assert hashlib.sha256((vendor / file).read_bytes()).hexdigest() == digest
+        assert "MIT License" in (vendor / file.replace(".min.js", ".LICENSE.md")).read_text()
