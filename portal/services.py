@@ -284,7 +284,18 @@ def project_delete(*, actor: Actor, project: Project) -> None:
         changes.key_changed(key_id)
     changes.project_changed(project.pk)
     project.keys.all().delete()
+    _delete_evaluation_history(project)
     project.delete()
+
+
+def _delete_evaluation_history(project: Project) -> None:
+    """A run keeps the evaluator version it judged with, a benchmark its dataset (PROTECT: neither can
+    be deleted on its own); when the whole project goes they go first, or the cascade from the project
+    stops at them (a ProtectedError, a 500 in the API and the web UI)."""
+    from evals.models import Benchmark, EvalRun
+
+    Benchmark.objects.filter(project=project).delete()
+    EvalRun.objects.filter(project=project).delete()
 
 
 # API tokens ----------------------------------------------------------------

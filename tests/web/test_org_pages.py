@@ -308,6 +308,24 @@ def test_a_project_with_live_keys_is_not_deleted(acme: Tenant) -> None:
 
 
 @pytest.mark.django_db
+def test_deleting_a_project_states_and_takes_its_evaluations(acme: Tenant, langfuse_standin: LangfuseStandin) -> None:
+    from evals.models import Benchmark, Dataset, EvalRun, Evaluator
+    from gateway.services import keys
+    from tests.factories import make_evals
+
+    make_evals(acme, langfuse_standin)
+    keys.key_revoke(actor=actor_for_user(acme.org, acme.users["owner"]), key=acme.key)
+    admin = login(acme, "admin")
+    confirm = html(admin.get(org_url(acme, f"projects/{acme.project.pk}/delete/")))
+    for stated in ("1 evaluator is deleted", "1 schedule is deleted", "1 dataset is deleted", "1 benchmark is deleted",
+                   "evaluation runs are deleted", "1 revoked key is deleted", "Langfuse connection to"):
+        assert stated in confirm, stated
+    deleted = admin.post(org_url(acme, f"projects/{acme.project.pk}/delete/"))
+    assert deleted.status_code == 302 and not Project.objects.filter(pk=acme.project.pk).exists()
+    assert not any(m.objects.filter(project_id=acme.project.pk).exists() for m in (Evaluator, EvalRun, Dataset, Benchmark))
+
+
+@pytest.mark.django_db
 def test_connecting_langfuse_checks_the_keys_and_the_secret_is_never_shown(acme: Tenant,
                                                                           langfuse_standin: LangfuseStandin) -> None:
     lead = login(acme, "team_admin")
