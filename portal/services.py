@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
@@ -82,12 +83,24 @@ def organization_update(*, actor: Actor, data: dict[str, Any]) -> Organization:
     _apply(org, data, ("name", *BUDGET_FIELDS, "alert_emails", "alert_webhook_url"))
     if org.alert_webhook_url:
         outbound.validate("alert_webhook_url", org.alert_webhook_url)
+    _check_alert_emails(org.alert_emails)
     _check_budget(org)
     org.full_clean()
     org.save()
     audit.record(actor, "organization.update", org, before=before, after=audit.snapshot(org, ORG_FIELDS))
     changes.organization_changed(org.pk)
     return org
+
+
+def _check_alert_emails(value: str) -> None:
+    """Every comma-separated address is one (alerts go to each: a typo would lose them silently)."""
+    for address in (part.strip() for part in value.split(",")):
+        try:
+            if address:
+                validate_email(address)
+        except ValidationError:
+            raise ValidationError({"alert_emails": f"'{address[:100]}' is not an e-mail address; "
+                                                   "separate addresses with commas."}) from None
 
 
 # Organization members ------------------------------------------------------

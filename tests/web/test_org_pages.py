@@ -59,6 +59,9 @@ def test_admins_change_the_organizations_budget_and_bad_values_stay_next_to_thei
     metadata = admin.post(org_url(acme, "settings/"), {"name": "Acme", "budget_period": "none",
                                                         "alert_webhook_url": "http://169.254.169.254/latest"})
     assert metadata.status_code == 400 and "alert_webhook_url-note" in html(metadata)
+    typo = admin.post(org_url(acme, "settings/"), {"name": "Acme", "budget_period": "none",
+                                                    "alert_emails": "ops@acme.test, finops@acme"})
+    assert typo.status_code == 400 and "&#x27;finops@acme&#x27; is not an e-mail address" in html(typo)
     acme.org.refresh_from_db()
     assert acme.org.max_budget is None and acme.org.name == "Acme Corporation"
 
