@@ -150,6 +150,17 @@ def test_a_member_sees_only_its_teams_keys_and_cannot_rotate_others(
     assert teammate.rotated_at is None
 
     page.goto(f"{base}/keys/{acme.key.pk}/")
+    page.click("#edit summary")
+    page.fill("#edit-max_budget", "5")
+    page.fill("#edit-rpm_limit", "abc")
+    page.click("#edit-key button[type=submit]")
+    page.wait_for_selector("#edit-rpm_limit-error")
+    check_page(page, "key-edit-error")
+    page.fill("#edit-rpm_limit", "")
+    page.click("#edit-key button[type=submit]")
+    page.wait_for_selector("text=Key 'acme member key' saved.")
+    acme.key.refresh_from_db()
+    assert acme.key.max_budget == 5
     page.on("dialog", lambda dialog: dialog.accept())
     page.select_option("#grace_period_seconds", "300")
     page.click("#actions button:has-text('Rotate')")

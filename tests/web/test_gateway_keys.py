@@ -206,3 +206,46 @@ def test_the_key_page_shows_its_usage_per_day(acme: Tenant) -> None:
     assert "12 requests (1 error), $3.0000 in the last 7 days" in html
     assert html.count("<tr><td>20") == 4  # four days with requests, newest first
     assert login(acme, "member").get(keys_url(acme) + f"{acme.key.pk}/?days=-1").status_code == 200
+
+
+def edit(client: Client, t: Tenant, key: VirtualKey, **changes: Any) -> Any:
+    """The edit form as the page fills it (GET), with `changes` typed over it."""
+    page = client.get(keys_url(t) + f"{key.pk}/").context
+    form = dict(page["form"])
+    return client.post(keys_url(t) + f"{key.pk}/edit/", {**{k: v for k, v in form.items() if k != "allowed_routes"},
+                                                        "allowed_routes": form["allowed_routes"], **changes})
+
+
+def test_a_member_lowers_the_limits_of_its_own_key_and_may_not_raise_them(acme: Tenant) -> None:
+    manager, member = login(acme, "team_admin"), login(acme, "member")
+    assert edit(manager, acme, acme.key, max_budget="10", rpm_limit="100", allowed_routes=["chat"]).status_code == 302
+    untouched = edit(member, acme, acme.key)
+    assert untouched.status_code == 302 and "Nothing changed." in member.get(untouched.url).content.decode()
+    lowered = edit(member, acme, acme.key, max_budget="4.5", name="laptop key")
+    assert lowered.status_code == 302
+    acme.key.refresh_from_db()
+    assert (float(acme.key.max_budget or 0), acme.key.name, acme.key.rpm_limit) == (4.5, "laptop key", 100)
+    raises: list[dict[str, Any]] = [{"max_budget": ""}, {"rpm_limit": "1000"}, {"allowed_routes": []}]
+    for raise_ in raises:
+        refused = edit(member, acme, acme.key, **raise_)
+        assert refused.status_code == 400 and "Only an admin of the key" in refused.content.decode(), raise_
+    acme.key.refresh_from_db()
+    assert float(acme.key.max_budget or 0) == 4.5 and acme.key.rpm_limit == 100
+    assert edit(manager, acme, acme.key, max_budget="").status_code == 302  # the team's admin lifts it
+    acme.key.refresh_from_db()
+    assert acme.key.max_budget is None
+
+
+def test_the_edit_form_refuses_bad_input_viewers_and_other_tenants(acme: Tenant, globex: Tenant) -> None:
+    owner = login(acme, "owner")
+    for field, value, message in (("rpm_limit", "-1", "greater than or equal to 0"), ("name", "", "may not be blank"),
+                                  ("expires_at", "2001-01-01T00:00", "must be in the future"),
+                                  ("allowed_routes", ["nope"], "does not exist")):
+        page = edit(owner, acme, acme.key, **{field: value})
+        assert page.status_code == 400 and message in page.content.decode(), field
+    url = keys_url(acme) + f"{acme.key.pk}/edit/"
+    assert login(acme, "viewer").post(url, {"name": "viewer's"}).status_code == 403
+    assert login(globex, "owner").post(url, {"name": "stolen"}).status_code == 404
+    assert login(globex, "owner").post(keys_url(globex) + f"{acme.key.pk}/edit/", {"name": "x"}).status_code == 404
+    acme.key.refresh_from_db()
+    assert acme.key.name == "acme member key"

@@ -3,13 +3,16 @@ flattened onto the fields. Validation is the serializers' and the services' (as 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Model, QuerySet
 
 KEY_LIMITS = ("max_budget", "soft_budget", "rpm_limit", "tpm_limit", "expires_at")
+BUDGET_PERIODS = (("none", "no reset"), ("daily", "daily"), ("weekly", "weekly"), ("monthly", "monthly"))
 MAX_ID = 2**62
 
 
@@ -56,6 +59,33 @@ def key_form_data(post: Any, projects: QuerySet[Any]) -> dict[str, Any]:
     for field in KEY_LIMITS:
         if post.get(field):
             data[field] = post[field]
+    return data
+
+
+def key_initial(key: Any, routes: list[Any]) -> dict[str, Any]:
+    """The edit form's values of a key, as the inputs show them (amounts without trailing zeros, the
+    expiry to the minute, UTC)."""
+
+    def amount(value: Decimal | None) -> str:
+        return "" if value is None else format(value.normalize(), "f")
+
+    return {"name": key.name, "max_budget": amount(key.max_budget), "soft_budget": amount(key.soft_budget),
+            "budget_period": key.budget_period, "rpm_limit": "" if key.rpm_limit is None else str(key.rpm_limit),
+            "tpm_limit": "" if key.tpm_limit is None else str(key.tpm_limit),
+            "expires_at": key.expires_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M") if key.expires_at else "",
+            "allowed_routes": sorted(r.name for r in routes)}
+
+
+def changed_key_fields(post: Any, initial: dict[str, Any]) -> dict[str, Any]:
+    """What the edit form changed, for the update serializer: an emptied limit is None (no limit)."""
+    data: dict[str, Any] = {}
+    for field in ("name", "budget_period", *KEY_LIMITS):
+        value = post.get(field, "")
+        if isinstance(value, str) and value.strip() != initial[field]:
+            data[field] = value.strip() or (None if field in KEY_LIMITS else "")
+    routes = sorted(set(post.getlist("allowed_routes")))
+    if routes != initial["allowed_routes"]:
+        data["allowed_routes"] = routes
     return data
 
 

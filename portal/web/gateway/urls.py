@@ -9,6 +9,7 @@ urlpatterns = [
     path("orgs/<str:org_slug>/keys/<int:key_id>/", views.KeyPage.as_view(), name="key"),
     path("orgs/<str:org_slug>/keys/<int:key_id>/providers.json", views.ProvidersJson.as_view(),
          name="key-providers-json"),
+    path("orgs/<str:org_slug>/keys/<int:key_id>/edit/", views.KeyEdit.as_view(), name="key-edit"),
     path("orgs/<str:org_slug>/keys/<int:key_id>/<str:verb>/", views.KeyAction.as_view(), name="key-action"),
     path("orgs/<str:org_slug>/credentials/", credentials.CredentialsPage.as_view(), name="credentials"),
     path("orgs/<str:org_slug>/credentials/new/<str:provider>/", credentials.CredentialForm.as_view(),

@@ -19,7 +19,7 @@ from django.shortcuts import redirect
 from django.utils import timezone
 
 from gateway import selectors
-from gateway.api.serializers import KeySerializer, RotateSerializer
+from gateway.api.serializers import KeySerializer, KeyUpdateSerializer, RotateSerializer
 from gateway.cline import cline_setup
 from gateway.models import KeyKind, ModelRoute, VirtualKey
 from gateway.services import keys as key_services
@@ -33,7 +33,7 @@ from portal.tokens import sha256_hex
 from portal.web import charts
 from portal.web.base import OrgPage
 from portal.web.gateway import cline as cline_text
-from portal.web.gateway.forms import first_errors, key_form_data
+from portal.web.gateway.forms import BUDGET_PERIODS, changed_key_fields, first_errors, key_form_data, key_initial
 
 KEY = Parent(VirtualKey, "key_id", select_related=("team", "project", "owner"))
 # The rotation form's choices (seconds, label); those above KEY_ROTATION_MAX_GRACE_SECONDS are not offered.
@@ -97,7 +97,7 @@ class KeysPage(OrgPage):
             page=page, status=status, errors=errors, form=form, projects=projects,
             chosen_routes=set(form.getlist("allowed_routes")) if errors else set(),
             may_issue=actor.at_least(OrgRole.MEMBER) and bool(projects), routes=routes,
-            budget_periods=(("none", "no reset"), ("daily", "daily"), ("weekly", "weekly"), ("monthly", "monthly")),
+            budget_periods=BUDGET_PERIODS,
         )
 
 
@@ -119,24 +119,58 @@ class KeyPage(OrgPage):
     parents = (KEY,)
 
     def get(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
-        key, actor = self.parent(VirtualKey), self.actor
-        days = int(request.GET["days"]) if request.GET.get("days") in {str(d) for d in USAGE_RANGES} else 30
+        return self.render(errors={})
+
+    def render(self, *, errors: dict[str, list[str]]) -> HttpResponse:
+        key, actor, query = self.parent(VirtualKey), self.actor, self.request.GET
+        days = int(query["days"]) if query.get("days") in {str(d) for d in USAGE_RANGES} else 30
         end = timezone.now().date()
         rows = selectors.key_usage(actor, key, start=end - dt.timedelta(days=days - 1), end=end)
         changeable = key.status != "revoked" and may(actor, key)
+        routes = list(key.allowed_routes.all())
+        form: Any = self.request.POST if errors else key_initial(key, routes)
+        chosen = set(form.getlist("allowed_routes")) if errors else {r.name for r in routes}
         return self.page(
-            "web/gateway/key.html", key=key, days=days, ranges=USAGE_RANGES, rows=rows,
-            used=[r for r in reversed(rows) if r["requests"]],
+            "web/gateway/key.html", http_status=400 if errors else 200, key=key, days=days, ranges=USAGE_RANGES,
+            rows=rows, used=[r for r in reversed(rows) if r["requests"]],
             totals={"requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
                     "cost": sum(float(r["cost"]) for r in rows)},
             cost_chart=charts.bar_chart([(str(r["day"]), float(r["cost"])) for r in rows], unit="$",
                                         title=f"Spend per day, last {days} days"),
             requests_chart=charts.bar_chart([(str(r["day"]), r["requests"]) for r in rows],
                                             title=f"Requests per day, last {days} days", color="#067647"),
-            routes=list(key.allowed_routes.all()), service=key.kind == KeyKind.SERVICE,
+            routes=routes, service=key.kind == KeyKind.SERVICE, errors=errors, form=form, chosen_routes=chosen,
+            usable_routes=key_services.usable_routes(key.team_id, key.organization_id),
+            budget_periods=BUDGET_PERIODS, manager=actor.manages_team(key.team_id),
             may_change=changeable, may_block=changeable and may(actor, key, admin_only=True),
             grace_choices=[c for c in GRACE_CHOICES if c[0] <= settings.KEY_ROTATION_MAX_GRACE_SECONDS],
         )
+
+
+class KeyEdit(KeyPage):
+    """POST: the key's name and limits, through the update serializer and `key_update` (a member may only
+    lower the limits of its own key; the service says so), then back to the key's page. Only the fields
+    the form changed are sent, so an untouched field is never rewritten (an expiry keeps its seconds)."""
+
+    write_role = OrgRole.MEMBER
+    parents = (Parent(VirtualKey, "key_id", action="change", select_related=("team", "project", "owner")),)
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        key = self.parent(VirtualKey)
+        data = changed_key_fields(request.POST, key_initial(key, list(key.allowed_routes.all())))
+        serializer = KeyUpdateSerializer(key, data=data, partial=True,
+                                         context={"organization": self.organization, "actor": self.actor})
+        if not serializer.is_valid():
+            return self.render(errors=first_errors(serializer.errors))
+        try:
+            key_services.key_update(actor=self.actor, key=key, data=serializer.validated_data)
+        except ValidationError as exc:
+            return self.render(errors=first_errors(validation_detail(exc)))
+        except (PermissionDenied, Conflict) as exc:
+            return self.render(errors={"non_field_errors": [str(exc)]})
+        messages.success(request, f"Key '{serializer.validated_data.get('name', key.name)}' saved."
+                         if data else "Nothing changed.")
+        return redirect("web:key", org_slug=self.organization.slug, key_id=key.pk)
 
 
 class KeyAction(OrgPage):
