@@ -111,3 +111,26 @@ def test_another_organizations_credentials_answer_404(acme: Tenant, globex: Tena
     assert owner.post(url(globex, f"{acme.credential.pk}/delete/")).status_code == 404
     acme.credential.refresh_from_db()
     assert acme.credential.name == "acme-openai"
+
+
+def test_an_optional_secret_can_be_removed_and_a_required_one_cannot(acme: Tenant) -> None:
+    from portal.access import system_actor
+
+    cred = credentials.credential_create(actor=system_actor(acme.org, "tests"), name="acme-bedrock", provider="bedrock",
+                                         settings={"aws_region_name": "eu-west-1"},
+                                         secrets={"aws_access_key_id": "AKIA1", "aws_secret_access_key": SECRET,
+                                                  "aws_session_token": "token-1"})
+    admin = login(acme, "admin")
+    form = admin.get(url(acme, f"{cred.pk}/")).content.decode()
+    assert 'name="clear-aws_session_token"' in form and 'name="clear-aws_secret_access_key"' not in form
+    assert SECRET not in form and "token-1" not in form and "AKIA1" not in form
+    saved = admin.post(url(acme, f"{cred.pk}/"), {"name": "acme-bedrock", "settings-aws_region_name": "eu-west-1",
+                                                 "clear-aws_session_token": "1"})
+    assert saved.status_code == 302
+    cred.refresh_from_db()
+    assert credentials.credential_secrets(cred) == {"aws_access_key_id": "AKIA1", "aws_secret_access_key": SECRET}
+    forged = admin.post(url(acme, f"{cred.pk}/"), {"name": "acme-bedrock", "settings-aws_region_name": "eu-west-1",
+                                                  "clear-aws_secret_access_key": "1"})
+    assert forged.status_code == 302  # a required secret has no clear box; a forged one is ignored
+    cred.refresh_from_db()
+    assert credentials.credential_secrets(cred)["aws_secret_access_key"] == SECRET

@@ -249,3 +249,17 @@ def test_the_edit_form_refuses_bad_input_viewers_and_other_tenants(acme: Tenant,
     assert login(globex, "owner").post(keys_url(globex) + f"{acme.key.pk}/edit/", {"name": "x"}).status_code == 404
     acme.key.refresh_from_db()
     assert acme.key.name == "acme member key"
+
+
+def test_the_portals_own_key_is_not_rotated_by_hand(acme: Tenant) -> None:
+    from evals import service_keys
+
+    service_keys.service_key(acme.project)
+    key = VirtualKey.objects.get(project=acme.project, kind="service")
+    admin = login(acme, "admin")
+    page = admin.get(keys_url(acme) + f"{key.pk}/").content.decode()
+    assert "the portal's own key for evaluations" in page and "Rotate" not in page and "Block" in page
+    refused = admin.post(keys_url(acme) + f"{key.pk}/rotate/", {"grace_period_seconds": "0"}, follow=True)
+    assert "rotated by the portal" in refused.content.decode()
+    key.refresh_from_db()
+    assert key.rotated_at is None
