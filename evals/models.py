@@ -55,6 +55,15 @@ class LangfuseConnection(models.Model):
     def trace_url(self, trace_id: str) -> str:
         return f"{self.host}/project/{self.langfuse_project_id}/traces/{trace_id}"
 
+    @property
+    def is_standin(self) -> bool:
+        """Whether this is the demo's Langfuse stand-in (`LANGFUSE_STANDIN_URL`, which only `make demo`
+        sets), to be labelled as such wherever the connection is shown."""
+        from django.conf import settings as django_settings
+
+        standin = django_settings.LANGFUSE_STANDIN_URL
+        return bool(standin) and self.host.rstrip("/") == standin.rstrip("/")
+
 
 class LangfuseOrgKey(models.Model):
     """An organization-level Langfuse API key. Where Langfuse entitles it

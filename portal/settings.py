@@ -254,6 +254,8 @@ if any(len(k) < 32 for k in GATEWAY_SEALING_KEYS):
 
 # Seconds the portal waits for one answer from Langfuse (it retries 429, 5xx and timeouts).
 LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)
+# The Langfuse stand-in that `make demo` starts when no Langfuse is configured (labelled so in the UI).
+LANGFUSE_STANDIN_URL = env.str("LANGFUSE_STANDIN_URL", default="")
 # Uploads (dataset items, human labels) are parsed by the web process: bounded in size and rows.
 EVALS_MAX_UPLOAD_BYTES = env.int("EVALS_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
 EVALS_MAX_UPLOAD_ROWS = env.int("EVALS_MAX_UPLOAD_ROWS", default=50_000)

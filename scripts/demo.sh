@@ -26,6 +26,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && ! command -v redis-s
   echo "installing redis-server with apt-get" >&2
   $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
+# Langfuse: LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY in the environment connect the demo
+# project to that Langfuse; without them the demo starts its Langfuse stand-in (in memory) on port 3100.
 export PORTAL_ENV_FILE="$ENV_FILE"
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 # The demo runs everything on this machine (a local Langfuse, a local vLLM): allow loopback

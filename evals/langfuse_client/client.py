@@ -104,6 +104,17 @@ class LangfuseClient(BaseClient):
         return plain(self._call("POST /api/public/scores", lambda o: self.api.scores.create(
             **sdk_arguments(score), request_options=o), idempotent=bool(score.get("id"))))
 
+    def ingest(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST a batch of ingestion events (in Langfuse's names: `trace-create`, `generation-create`,
+        `score-create`, ...). Each event has an id, by which Langfuse deduplicates it, so the batch is
+        retried like a GET. The answer (207) lists the successes and errors per event."""
+        from langfuse.api import IngestionEvent
+        from pydantic import TypeAdapter
+
+        batch = [TypeAdapter(IngestionEvent).validate_python(e) for e in events]
+        return plain(self._call("POST /api/public/ingestion", lambda o: self.api.ingestion.batch(
+            batch=batch, request_options=o)))
+
     def scores(self, *, name: str | None = None, trace_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Scores: cursor-paged v3 API on v4, paged v2 API on v3."""
         if self.server().api == "v4":

@@ -1,6 +1,12 @@
 """python manage.py demo: migrate, seed (beat's schedule, the demo organization),
 start every process of the portal on loopback, print how to use it, and stop
-everything on Ctrl-C."""
+everything on Ctrl-C.
+
+Langfuse: with `LANGFUSE_HOST`, `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY`
+in the environment the demo project is connected to that Langfuse; otherwise the
+demo starts the project's spec-following Langfuse stand-in (`tests/langfuse_standin`,
+in memory: its traces are seeded again on every start) and sets
+`LANGFUSE_STANDIN_URL` so that the UI labels the connection as the stand-in."""
 
 from __future__ import annotations
 
@@ -90,6 +96,24 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--web-port", type=int, default=8000)
         parser.add_argument("--gateway-port", type=int, default=4000)
+        parser.add_argument("--langfuse-port", type=int, default=3100, help="The Langfuse stand-in's port.")
+
+    def langfuse(self, port: int) -> tuple[Proc | None, list[str]]:
+        """The Langfuse to connect the demo project to: the configured one, or the stand-in (a process
+        to start first) at `port`; and `seed_demo`'s options for it."""
+        from portal.management.commands._demo_evals import STANDIN_PROJECT, STANDIN_PUBLIC_KEY, STANDIN_SECRET_KEY
+
+        configured = [os.environ.get(v, "") for v in ("LANGFUSE_HOST", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY")]
+        if all(configured):
+            return None, []
+        url = f"http://127.0.0.1:{port}"
+        os.environ["LANGFUSE_STANDIN_URL"] = settings.LANGFUSE_STANDIN_URL = url  # for this process and its children
+        proc = Proc("langfuse-standin", [sys.executable, "-m", "tests.langfuse_standin", "--port", str(port),
+                                         "--version", "4", "--project",
+                                         f"{STANDIN_PROJECT}:{STANDIN_PUBLIC_KEY}:{STANDIN_SECRET_KEY}"],
+                    f"{url}/api/public/health")
+        return proc, ["--langfuse-host", url, "--langfuse-public-key", STANDIN_PUBLIC_KEY,
+                      "--langfuse-secret-key", STANDIN_SECRET_KEY]
 
     def processes(self, web_port: int, gateway_port: int) -> list[Proc]:
         python = sys.executable
@@ -109,7 +133,7 @@ class Command(BaseCommand):
                           "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]),
         ]
 
-    def handle(self, *args: Any, web_port: int, gateway_port: int, **options: Any) -> None:
+    def handle(self, *args: Any, web_port: int, gateway_port: int, langfuse_port: int, **options: Any) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.stdout.write("Migrating the demo database...")
         fresh_database = "django_migrations" not in connection.introspection.table_names()
@@ -119,16 +143,19 @@ class Command(BaseCommand):
             dropped = forget_gateway_state()
             if dropped:
                 self.stdout.write(f"New database: dropped {dropped} gateway entries an earlier demo left in Redis.")
-        out = io.StringIO()
-        call_command("seed_demo", "--json", stdout=out)
-        info = json.loads(out.getvalue())
-        procs = self.processes(web_port, gateway_port)
+        standin, langfuse_options = self.langfuse(langfuse_port)
+        procs = ([standin] if standin else []) + self.processes(web_port, gateway_port)
         # Ctrl-C, kill and a closed terminal all stop everything, also when the demo was started in the
         # background (where a shell starts it with SIGINT ignored).
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, interrupt)
         try:
-            for proc in procs:
+            if standin:
+                self.start(standin)  # first: the seed writes the demo's traces to it
+            out = io.StringIO()
+            call_command("seed_demo", "--json", *langfuse_options, stdout=out)
+            info = json.loads(out.getvalue())
+            for proc in procs[1 if standin else 0:]:
                 self.start(proc)
                 if proc.name == "redis":
                     wait_redis()
@@ -164,6 +191,15 @@ class Command(BaseCommand):
                     os.killpg(proc.process.pid, signal.SIGKILL)
         self.stdout.write("All demo processes stopped.")
 
+    @staticmethod
+    def langfuse_line(info: dict[str, Any]) -> str:
+        lf = info.get("langfuse")
+        if not lf:
+            return "not connected"
+        kind = "the Langfuse stand-in (in memory; set LANGFUSE_HOST and keys for a real one)" if lf["standin"] \
+            else "your Langfuse"
+        return f"{lf['host']}  {kind}, {lf['traces']} demo traces"
+
     def banner(self, info: dict[str, Any], web_port: int, gateway_port: int) -> None:
         web, gw, key, token = (f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{gateway_port}",
                                info["demo_key"], info["api_token"])
@@ -176,6 +212,9 @@ class Command(BaseCommand):
             f"  API token   {token}",
             f"  Gateway     {gw}/v1   (OpenAI-compatible)",
             f"  Demo key    {key}",
+            "  Langfuse    " + self.langfuse_line(info),
+            f"  Evaluations {web}/orgs/{info['org']}/projects/{info['project']}/evaluators/   (runs, datasets, "
+            "benchmarks, calibration: the project's tabs)",
             "",
             "Call the gateway with the demo key:",
             f"  curl {gw}/v1/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",

@@ -32,11 +32,15 @@ class ProjectPage(OrgPage):
         return self.actor.manages_team(self.project.team_id)
 
     def connection(self) -> LangfuseConnection | None:
-        return LangfuseConnection.objects.visible_to(self.actor, "view").filter(project=self.project).first()
+        """The project's Langfuse connection (read once per request)."""
+        if "_connection" not in self.__dict__:
+            self._connection = LangfuseConnection.objects.visible_to(self.actor, "view").filter(
+                project=self.project).first()
+        return self._connection
 
     def page(self, template: str, *, http_status: int = 200, **context: Any) -> Any:
         return super().page(template, http_status=http_status, project=self.project, manages=self.manages(),
-                            **context)
+                            langfuse=self.connection(), **context)
 
 
 def errors_of(exc: Exception) -> dict[str, list[str]]:

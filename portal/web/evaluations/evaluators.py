@@ -99,7 +99,8 @@ def sample_trace(conn: LangfuseConnection | None, trace_id: str = "") -> tuple[d
     if trace is None:
         found: tuple[dict[str, Any], str] = (EXAMPLE_TRACE, "an example trace (no trace in Langfuse in the last 7 days)")
     else:
-        found = (trace, f"trace {trace.get('id')} from Langfuse")
+        where = "the Langfuse stand-in" if conn.is_standin else "Langfuse"
+        found = (trace, f"trace {trace.get('id')} from {where}")
     cache.set(key, found, SAMPLE_TTL)
     return found
 
