@@ -4,11 +4,9 @@ test_gateway_journeys.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +21,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def page() -> Iterator[Any]:
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        yield page
-        browser.close()
+def page(browser_page: Any) -> Any:
+    """A page of the session's one Chromium (tests/web/conftest.py): a second Playwright in the same
+    session fails ("Sync API inside the asyncio loop") once another browser test ran first."""
+    return browser_page(viewport={"width": 1280, "height": 900})
 
 
 def seed_usage(t: Tenant) -> None:

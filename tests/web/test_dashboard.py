@@ -211,3 +211,19 @@ def test_an_unavailable_cache_or_broker_is_a_message_not_a_traceback(acme: Tenan
     answer = login(acme, "member").post(dashboard(acme), {"range": "30"}, follow=True)
     assert answer.status_code == 200 and "could not be queued" in answer.content.decode()
     assert not dashboard_metrics.is_queued(acme.project.pk, *dashboard_metrics.window(30))  # no stale marker
+
+
+@pytest.mark.django_db
+def test_a_v3_langfuse_is_asked_through_the_v1_metrics_api(acme: Tenant) -> None:
+    from tests.langfuse_standin.server import LangfuseStandin
+
+    with LangfuseStandin(version=3) as server:
+        connect_langfuse(acme, server)
+        today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        server.seed_traces(f"lf-{acme.org.slug}", 5, start=today + dt.timedelta(minutes=1),
+                           interval=dt.timedelta(minutes=1), cost=0.2)
+        entry = dashboard_metrics.refresh(acme.project.pk, *dashboard_metrics.window(7))
+        assert any(r["path"] == "/api/public/metrics" for r in server.requests)
+        assert server.violations == []
+    assert entry is not None and entry["api"] == "v3" and entry["error"] is None
+    assert entry["days"][-1]["traces"] == 5 and entry["days"][-1]["cost"] == pytest.approx(1.0)

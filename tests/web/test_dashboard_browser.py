@@ -38,7 +38,7 @@ def test_the_project_dashboard_with_usage_and_langfuse(live_server: Any, acme: T
     page = browser_page()
     sign_in(page, live_server, acme.users["owner"])
     page.wait_for_selector("#spend-chart figure[data-drawn]")
-    check_page(page, "overview")
+    check_page(page, "org-overview")
 
     page.click(f"a:text-is('{acme.project.name}')")
     page.wait_for_selector("#lf-traces-chart figure[data-drawn]")
