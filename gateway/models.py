@@ -174,6 +174,7 @@ class VirtualKey(BudgetFields):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            models.Index(fields=["organization", "-created_at", "-id"], name="key_list_order"),  # the keys page
             models.Index(fields=["organization", "status"]),
             models.Index(fields=["organization", "team"]),
             models.Index(fields=["organization", "project"]),
@@ -299,19 +300,22 @@ class UsageDaily(models.Model):
 
 
 @dataclass(frozen=True)
-class EveryTeam:
-    """Rows without a key (sums over many keys): only for those who see every
-    team's usage (`Actor.sees_every_team`); a member reads the per-key rows instead."""
+class TeamRows:
+    """The rule of the rollups that sum many keys of one team: every row for those who see every
+    team (`Actor.sees_every_team`), their teams' rows for members. A key never changes team
+    (KeyUpdateSerializer), so a row's team is the team of every key summed in it, and this is the
+    team half of TeamOrOwn; the other half, a member's own keys in other teams, is read from the
+    per-key rollups (gateway.selectors)."""
 
     def q(self, actor: Actor) -> Q | None:
-        return None if actor.sees_every_team() else Q(pk__in=[])
+        return None if actor.sees_every_team() else Q(team__in=list(actor.team_roles()))
 
 
 class UsageProjectDaily(models.Model):
     """Usage summed per organization, day (UTC), project, team and route, the
-    keys summed together: what the organization overview and the project
-    dashboard read for those who see every team, so that they stay fast with
-    a hundred thousand keys. Written with `UsageDaily`, in the same transaction."""
+    keys summed together: what the project dashboard reads, so that it stays
+    fast with a hundred thousand keys. Written with `UsageDaily`, in the same
+    transaction, like every rollup."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
@@ -325,12 +329,64 @@ class UsageProjectDaily(models.Model):
     cost = models.DecimalField(max_digits=18, decimal_places=9, default=0)
     latency_ms_sum = models.FloatField(default=0)
 
-    objects = TenantManager("organization", rows=EveryTeam(), append_only=True)
+    objects = TenantManager("organization", rows=TeamRows(), append_only=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "day", "project", "team", "route"],
                                                name="uniq_usage_project_daily")]
         indexes = [models.Index(fields=["project", "day"])]
+
+
+class UsageSums(models.Model):
+    """What every rollup sums."""
+
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+    latency_ms_sum = models.FloatField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageTeamDaily(UsageSums):
+    """Usage summed per organization, day (UTC), team and route (no project, no key, no latency
+    histogram): the organization's reports by day, route and team (a row per team and route a
+    day, however many keys and projects)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    route = models.CharField(max_length=100)
+
+    objects = TenantManager("organization", rows=TeamRows(), append_only=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "day", "team", "route"],
+                                               name="uniq_usage_team_daily")]
+
+
+class UsageKeyDaily(UsageSums):
+    """Usage summed per organization, day (UTC) and key, the routes summed together: reports by key
+    or user, a project's top keys, and members' reports that need no route (a row per key a day)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    key = models.ForeignKey(VirtualKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    owner_email = models.CharField(max_length=254, blank=True)
+
+    objects = TenantManager("organization", rows=TeamOrOwn(team="key__team", owner="key__owner"), append_only=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "day", "key"], name="uniq_usage_key_daily")]
+        indexes = [models.Index(fields=["key", "day"]),
+                   # a project's top keys from the index alone (an index-only scan)
+                   models.Index(fields=["project", "day", "organization", "key", "requests", "cost"],
+                                name="usage_key_daily_top_keys")]
 
 
 # The latency histogram of both rollups (gateway/latency.py): one count per bucket (a key's

@@ -23,7 +23,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 
 from gateway import latency
-from gateway.models import UsageDaily, UsageProjectDaily, UsageRecord, VirtualKey
+from gateway.models import UsageDaily, UsageKeyDaily, UsageProjectDaily, UsageRecord, UsageTeamDaily, VirtualKey
 from gateway.plugin import contract
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,25 @@ def _insert_new_copy(rows: list[tuple[Any, ...]]) -> set[str]:
 SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "latency_ms_sum", *latency.FIELDS)
 
 
+KEY_COLUMNS = ("organization_id", "day", "key_id", "route", "team_id", "project_id", "owner_email")
+ROLLUPS: tuple[tuple[type[Any], tuple[str, ...], int, tuple[str, ...]], ...] = (
+    # (model, its key columns (the first `unique` of them are its unique constraint), its sums)
+    (UsageDaily, KEY_COLUMNS, 4, SUMS),
+    (UsageProjectDaily, ("organization_id", "day", "project_id", "team_id", "route"), 5, SUMS),
+    (UsageTeamDaily, ("organization_id", "day", "team_id", "route"), 4, SUMS[:6]),
+    (UsageKeyDaily, ("organization_id", "day", "key_id", "team_id", "project_id", "owner_email"), 3, SUMS[:6]),
+)
+
+
 def add_to_rollups(events: list[dict[str, Any]]) -> None:
-    """Add new events to both rollups: per key (UsageDaily) and per project without keys (UsageProjectDaily)."""
+    """Add new events to the rollups: per key and route (UsageDaily), and the coarser ones summed from it.
+    A row's team, project and owner are those of its first event (a key moved in a batch stays one row)."""
     per_key: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0), 0.0] + [0] * latency.BUCKETS)
+    of_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for e in events:
         day = dt.datetime.fromtimestamp(float(e["ts"]), dt.UTC).date()
-        k = (int(e["org"]), day, int(e["key_id"]), str(e["route"])[:100], int(e["team"]), int(e["project"]),
-             (e.get("owner") or "")[:254])
+        k = (int(e["org"]), day, int(e["key_id"]), str(e["route"])[:100])
+        of_key.setdefault(k, (int(e["team"]), int(e["project"]), (e.get("owner") or "")[:254]))
         s = per_key[k]
         ms = float(e.get("latency_ms") or 0)
         s[0] += 1
@@ -128,27 +140,28 @@ def add_to_rollups(events: list[dict[str, Any]]) -> None:
         s[6 + latency.bucket(ms)] += 1
     if not per_key:
         return
-    per_project: dict[tuple[Any, ...], list[Any]] = {}
-    for (org, day, _key, route, team, project, _owner), s in per_key.items():
-        p = per_project.setdefault((org, day, project, team, route), [0] * len(s))
-        p[:] = [a + b for a, b in zip(p, s, strict=True)]
-    _upsert(UsageDaily._meta.db_table, ("organization_id", "day", "key_id", "route", "team_id", "project_id",
-                                         "owner_email"), ("organization_id", "day", "key_id", "route"), per_key)
-    _upsert(UsageProjectDaily._meta.db_table, ("organization_id", "day", "project_id", "team_id", "route"),
-            ("organization_id", "day", "project_id", "team_id", "route"), per_project)
+    for model, key_cols, unique, sums in ROLLUPS:
+        rows: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[Any]]] = {}
+        for k, s in per_key.items():
+            named = dict(zip(KEY_COLUMNS, (*k, *of_key[k]), strict=True))
+            row_key = tuple(named[c] for c in key_cols)
+            _, total = rows.setdefault(row_key[:unique], (row_key, [0] * len(sums)))
+            total[:] = [a + b for a, b in zip(total, s, strict=False)]  # the first len(sums) of s
+        _upsert(model._meta.db_table, key_cols, unique, sums, list(rows.values()))
 
 
-def _upsert(table: str, key_cols: tuple[str, ...], conflict: tuple[str, ...],
-            sums: dict[tuple[Any, ...], list[Any]]) -> None:
-    cols = (*key_cols, *SUMS)
+def _upsert(table: str, key_cols: tuple[str, ...], unique: int, sums: tuple[str, ...],
+            rows: list[tuple[tuple[Any, ...], list[Any]]]) -> None:
+    """Add `rows` (key columns, sums) to a rollup: the first `unique` key columns are its unique
+    constraint; the others (the key's team, project, owner) are kept as first written."""
+    cols = (*key_cols, *sums)
     placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
-    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
+    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
     with connection.cursor() as cur:
-        items = list(sums.items())
-        for i in range(0, len(items), 500):  # bounded statements (SQLite allows 32766 parameters)
-            chunk = items[i:i + 500]
+        for i in range(0, len(rows), 500):  # bounded statements (SQLite allows 32766 parameters)
+            chunk = rows[i:i + 500]
             sql = (f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ' + ", ".join([placeholders] * len(chunk))
-                   + f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {added}")
+                   + f" ON CONFLICT ({', '.join(key_cols[:unique])}) DO UPDATE SET {added}")
             cur.execute(sql, [v for k, s in chunk for v in (*k, *s)])
 
 
@@ -340,26 +353,30 @@ def period_spend(scope: str, ident: int, period: str, now: dt.datetime) -> Decim
     return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)
 
 
+def coarser_from_daily(model: type[Any], key_cols: tuple[str, ...], unique: int, sums: tuple[str, ...]) -> str:
+    """SQL that fills a coarser rollup from UsageDaily's rows of one organization (a parameter)."""
+    picked = [*key_cols[:unique], *(f"min({c})" for c in key_cols[unique:])]
+    return (f'INSERT INTO "{model._meta.db_table}" ({", ".join((*key_cols, *sums))}) '
+            f'SELECT {", ".join(picked)}, {", ".join(f"sum({c})" for c in sums)} FROM "{UsageDaily._meta.db_table}" '
+            f"WHERE organization_id = %s GROUP BY {', '.join(key_cols[:unique])}")
+
+
 def rebuild_rollups(organization_id: int) -> None:
-    """Recompute an organization's rollups (both) from its records, in SQL (PostgreSQL): for bulk
-    loads (bench/web_bench.py) and repairs. The consumer keeps them up to date otherwise."""
+    """Recompute an organization's rollups from its records, in SQL (PostgreSQL): for bulk loads
+    (bench/web_bench.py) and repairs. The consumer keeps them up to date otherwise."""
     if connection.vendor != "postgresql":
         raise NotImplementedError("rebuild_rollups needs PostgreSQL")
-    daily, project_daily = UsageDaily._meta.db_table, UsageProjectDaily._meta.db_table
     buckets = ", ".join(f"count(*) FILTER (WHERE b = {i})" for i in range(latency.BUCKETS))
-    sums = ", ".join(f"sum({c})" for c in SUMS)
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(f'DELETE FROM "{daily}" WHERE organization_id = %s', [organization_id])
-        cur.execute(f'DELETE FROM "{project_daily}" WHERE organization_id = %s', [organization_id])
+        cur.execute("SET LOCAL work_mem = '256MB'")
+        for model, *_ in ROLLUPS:
+            cur.execute(f'DELETE FROM "{model._meta.db_table}" WHERE organization_id = %s', [organization_id])
         cur.execute(
-            f'INSERT INTO "{daily}" (organization_id, day, key_id, route, team_id, project_id, owner_email, '
-            f"{', '.join(SUMS)}) "
+            f'INSERT INTO "{UsageDaily._meta.db_table}" ({", ".join((*KEY_COLUMNS, *SUMS))}) '
             "SELECT organization_id, day, key_id, route, min(team_id), min(project_id), min(owner_email), count(*), "
             "count(*) FILTER (WHERE status <> 'success'), sum(prompt_tokens), sum(completion_tokens), sum(cost), "
             f"sum(latency_ms), {buckets} FROM (SELECT *, (created_at AT TIME ZONE 'UTC')::date AS day, "
             f'{latency.bucket_sql("latency_ms")} AS b FROM "{UsageRecord._meta.db_table}" '
             "WHERE organization_id = %s) r GROUP BY organization_id, day, key_id, route", [organization_id])
-        cur.execute(
-            f'INSERT INTO "{project_daily}" (organization_id, day, project_id, team_id, route, {", ".join(SUMS)}) '
-            f'SELECT organization_id, day, project_id, team_id, route, {sums} FROM "{daily}" '
-            "WHERE organization_id = %s GROUP BY organization_id, day, project_id, team_id, route", [organization_id])
+        for rollup in ROLLUPS[1:]:
+            cur.execute(coarser_from_daily(*rollup), [organization_id])

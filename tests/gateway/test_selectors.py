@@ -13,7 +13,7 @@ import pytest
 from django.db.models import Sum
 
 from gateway import latency, selectors, usage
-from gateway.models import UsageDaily, UsageProjectDaily, VirtualKey
+from gateway.models import UsageDaily, UsageKeyDaily, UsageProjectDaily, UsageTeamDaily, VirtualKey
 from gateway.services import keys
 from portal import services
 from portal.access import Actor, actor_for_user, system_actor
@@ -124,9 +124,18 @@ def test_a_member_sees_only_its_teams_and_own_keys(acme: Tenant) -> None:
     assert mine["totals"]["requests"] == 1 and [k["key_id"] for k in mine["top_keys"]] == [acme.key.pk]
     seen = selectors.project_dashboard(viewer, hidden_project, start=DAY, end=DAY)  # viewers see every team
     assert seen["totals"]["requests"] == 1 and seen["top_keys"][0]["name"] == "acme hidden key"
-    # the keyless rollup is refused to members by its own scope, not only by the selector's choice
-    assert not UsageProjectDaily.objects.visible_to(member, "view").exists()
+    # the rollups without keys show a member its teams' rows only, by their own scope
+    assert set(UsageProjectDaily.objects.visible_to(member, "view").values_list("team_id", flat=True)) == {
+        acme.team.pk}
     assert UsageProjectDaily.objects.visible_to(viewer, "view").count() == 2
+    # a key of the member's in a team it is not in: counted once, from the per-key rows
+    VirtualKey.objects.filter(pk=hidden.pk).update(owner=acme.users["member"])
+    member = actor(acme, "member")
+    for group_by in ("day", "route", "team", "project", "key", "user"):
+        params = {"group_by": group_by, "from": DAY, "to": DAY}
+        assert selectors.usage_report(member, params)["totals"]["requests"] == 2, group_by
+        assert selectors.usage_report(member, params | {"team": hidden.team_id})["totals"]["cost"] == 0.007
+    assert selectors.project_dashboard(member, hidden_project, start=DAY, end=DAY)["totals"]["requests"] == 1
 
 
 @pytest.mark.django_db
@@ -146,7 +155,14 @@ def test_both_rollups_agree_and_a_redelivery_counts_once(acme: Tenant, globex: T
     assert per_key == per_project and per_key["requests"] == 320
     assert sum(per_key[f] for f in latency.FIELDS) == 320
     assert per_key["cost"] == sum(Decimal(e["cost_nano"]) for e in events) / Decimal(10**9)
+    for coarser in (UsageTeamDaily, UsageKeyDaily):
+        sums = coarser.objects.aggregate(**{f: Sum(f) for f in fields[:5]})
+        assert sums == {f: per_key[f] for f in fields[:5]}, coarser
+    for org in (acme.org, globex.org):  # per organization too
+        assert (UsageTeamDaily.objects.filter(organization=org).aggregate(n=Sum("requests"))
+                == UsageDaily.objects.filter(organization=org).aggregate(n=Sum("requests")))
     assert UsageProjectDaily.objects.count() < UsageDaily.objects.count()  # the keys summed together
+    assert UsageKeyDaily.objects.count() < UsageDaily.objects.count()  # the routes summed together
 
 
 def test_buckets_and_percentile_error_bound() -> None:
@@ -170,12 +186,10 @@ def test_buckets_and_percentile_error_bound() -> None:
     assert latency.percentile(latency.histogram([10**7]), 0.95) == 2**20  # clamped at the last edge
 
 
-def rollups() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    per_key = list(UsageDaily.objects.order_by("organization_id", "day", "key_id", "route")
-                   .values("organization_id", "day", "key_id", "route", "team_id", "project_id", *usage.SUMS))
-    per_project = list(UsageProjectDaily.objects.order_by("organization_id", "day", "project_id", "team_id", "route")
-                       .values("organization_id", "day", "project_id", "team_id", "route", *usage.SUMS))
-    return per_key, per_project
+def rollups() -> list[list[dict[str, Any]]]:
+    """Every rollup's rows, in a stable order (without ids)."""
+    return [list(model.objects.order_by(*key_cols[:unique]).values(*key_cols, *sums))
+            for model, key_cols, unique, sums in usage.ROLLUPS]
 
 
 def mixed_events(t: Tenant, n: int) -> list[dict[str, Any]]:
@@ -199,6 +213,22 @@ def test_rebuilding_the_rollups_from_the_records_gives_what_the_consumer_wrote(a
 
 
 @pytest.mark.django_db
+def test_migration_0009_fills_the_team_and_key_rollups(acme: Tenant) -> None:
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    fill = importlib.import_module("gateway.migrations.0009_usage_team_and_key_rollups").fill
+    usage.store(mixed_events(acme, 200))
+    written = rollups()
+    UsageTeamDaily.objects.all().delete()
+    UsageKeyDaily.objects.all().delete()
+    fill(apps, type("SchemaEditor", (), {"connection": connection})())
+    assert rollups() == written
+
+
+@pytest.mark.django_db
 def test_the_migration_fills_the_histograms_and_the_project_rollup_of_older_usage(acme: Tenant) -> None:
     import importlib
 
@@ -215,18 +245,26 @@ def test_the_migration_fills_the_histograms_and_the_project_rollup_of_older_usag
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("group_by", ["day", "route", "project", "team"])
-def test_reports_from_the_rollup_without_keys_match_the_per_key_rows(acme: Tenant, group_by: str) -> None:
+@pytest.mark.parametrize("group_by,owners,members", [
+    ("day", UsageTeamDaily, [UsageTeamDaily, UsageKeyDaily]), ("route", UsageTeamDaily, [UsageTeamDaily, UsageDaily]),
+    ("team", UsageTeamDaily, [UsageTeamDaily, UsageKeyDaily]),
+    ("project", UsageProjectDaily, [UsageProjectDaily, UsageKeyDaily]),
+    ("key", UsageKeyDaily, [UsageKeyDaily]), ("user", UsageKeyDaily, [UsageKeyDaily])])
+def test_reports_from_the_smaller_rollups_match_the_per_key_rows(acme: Tenant, group_by: str, owners: type[Any],
+                                                                   members: list[type[Any]]) -> None:
     usage.store(mixed_events(acme, 200))
     params = {"group_by": group_by, "from": DAY - dt.timedelta(days=3), "to": DAY}
-    owner = actor(acme, "owner")
-    assert selectors.report_rows(owner, params).model is UsageProjectDaily
-    keyless = selectors.usage_report(owner, params)
-    assert selectors.report_rows(owner, params | {"key": acme.key.pk}).model is UsageDaily
+    owner, member = actor(acme, "owner"), actor(acme, "member")
+    assert [rows.model for rows in selectors.report_rows(owner, params)] == [owners]
+    assert [rows.model for rows in selectors.report_rows(member, params)] == members
+    assert [rows.model for rows in selectors.report_rows(owner, params | {"key": acme.key.pk, "route": "chat"})] == [
+        UsageDaily]
+    report = selectors.usage_report(owner, params)
     field = selectors.GROUPS[group_by]
-    groups, totals = selectors.summarize(UsageDaily.objects.filter(organization=acme.org), field)
+    groups, totals = selectors.summarize([UsageDaily.objects.filter(organization=acme.org)], field)
     expected = {g["group"].isoformat() if group_by == "day" else g["group"]: g for g in groups}
-    assert {r["group"]: {k: v for k, v in r.items() if k != "label"} for r in keyless["results"]} == {
+    assert {r["group"]: {k: v for k, v in r.items() if k != "label"} for r in report["results"]} == {
         k: {**g, "group": k, "avg_latency_ms": pytest.approx(g["avg_latency_ms"], abs=0.1)} for k, g in expected.items()}
-    assert keyless["totals"]["requests"] == totals["requests"] == 200
-    assert len(keyless["results"]) >= 2 and sum(r["requests"] for r in keyless["results"]) == 200
+    assert report["totals"]["requests"] == totals["requests"] == 200 and len(report["results"]) >= 2
+    mine = selectors.usage_report(member, params)["totals"]["requests"]  # the member's own key only
+    assert mine == UsageDaily.objects.filter(key=acme.key).aggregate(n=Sum("requests"))["n"] < 200
