@@ -27,6 +27,7 @@ bench: $(STAMP)
 	bash scripts/ensure_services.sh
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/evals_bench.py
+	$(PY) bench/web_bench.py
 
 clean:
 	rm -rf $(VENV) var
