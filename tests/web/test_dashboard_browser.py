@@ -20,7 +20,7 @@ from tests.web.test_dashboard import record
 
 @pytest.mark.django_db(transaction=True)
 def test_the_project_dashboard_with_usage_and_langfuse(live_server: Any, acme: Tenant, langfuse_standin: Any,
-                                                       browser_page: Any) -> None:
+                                                       browser_page: Any, browser: Any) -> None:
     usage.store([record(acme, days_ago=i % 12, route=("chat", "code")[i % 2], cost=0.02 * (1 + i % 5),
                         latency_ms=200 + 15 * i, status="success" if i % 7 else "error") for i in range(48)]
                 + [record(acme, days_ago=45, cost=3.0)])
@@ -94,6 +94,19 @@ def test_the_project_dashboard_with_usage_and_langfuse(live_server: Any, acme: T
     page.click("#range-form button[type=submit]")
     assert "must not be before" in page.inner_text("#end-error")
     check_page(page, "dashboard-bad-range")
+
+    # without JavaScript: no empty canvases, the numbers as tables, the range links still work
+    plain = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 800})
+    try:
+        page = plain.new_page()
+        sign_in(page, live_server, acme.users["owner"], next_url=f"/orgs/acme/projects/{acme.project.pk}/")
+        assert page.locator(".chart-canvas").first.is_hidden()
+        page.click("#cost-chart summary")
+        assert page.locator("#cost-chart .chart-data tbody tr").count() == 30
+        page.click(".dash-presets a:text-is('90 days')")
+        assert page.locator("#cost-chart .chart-data tbody tr").count() == 90
+    finally:
+        plain.close()
 
 
 @pytest.mark.django_db(transaction=True)
