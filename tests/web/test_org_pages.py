@@ -19,15 +19,12 @@ from tests.factories import Tenant
 from tests.langfuse_standin import LangfuseStandin
 from tests.langfuse_standin.fixtures import PUBLIC_KEY, SECRET_KEY
 
-PASSWORD = "pw-for-tests-1234"
-
 
 def login(t: Tenant, role: str) -> Client:
+    """A client signed in as the tenant's user of `role` (the session, not a password: hashing one costs
+    about a second here, and signing in has its own tests)."""
     client = Client()
-    user = t.users[role]
-    user.set_password(PASSWORD)
-    user.save()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(t.users[role])
     return client
 
 
@@ -357,6 +354,37 @@ def test_connecting_langfuse_checks_the_keys_and_the_secret_is_never_shown(acme:
     assert login(acme, "member").post(org_url(acme, f"projects/{acme.project.pk}/langfuse/disconnect/")).status_code == 403
     assert lead.post(org_url(acme, f"projects/{acme.project.pk}/langfuse/disconnect/")).status_code == 302
     assert not LangfuseConnection.objects.filter(project=acme.project).exists()
+
+
+@pytest.mark.django_db
+def test_an_organization_key_lets_admins_create_the_projects_langfuse_project(acme: Tenant,
+                                                                              langfuse_standin: LangfuseStandin) -> None:
+    admin = login(acme, "admin")
+    settings_page = html(admin.get(org_url(acme, "settings/")))
+    assert 'id="orgkey-form"' in settings_page and "provision-form" not in html(
+        admin.get(org_url(acme, f"projects/{acme.project.pk}/settings/")))
+    langfuse_standin.set_org_key("pk-lf-org", "sk-lf-org", entitled=True)
+    wrong = admin.post(org_url(acme, "settings/langfuse/"), {"host": langfuse_standin.url, "public_key": "pk-lf-org",
+                                                              "secret_key": "sk-nope"})
+    assert wrong.status_code == 400 and "sk-nope" not in html(wrong)
+    saved = admin.post(org_url(acme, "settings/langfuse/"), {"host": langfuse_standin.url, "public_key": "pk-lf-org",
+                                                              "secret_key": "sk-lf-org"}, follow=True)
+    assert "Langfuse organization key saved" in html(saved) and "sk-lf-org" not in html(saved)
+    assert login(acme, "member").post(org_url(acme, "settings/langfuse/"), {"delete": "1"}).status_code == 403
+
+    page = html(admin.get(org_url(acme, f"projects/{acme.project.pk}/settings/")))
+    assert 'id="provision-form"' in page
+    made = admin.post(org_url(acme, f"projects/{acme.project.pk}/langfuse/provision/"), follow=True)
+    assert "Created the Langfuse project" in html(made)
+    conn = LangfuseConnection.objects.get(project=acme.project)
+    assert conn.langfuse_project_name == "acme-acme-assistant" and conn.secret_key()
+    assert 'id="provision-form"' not in html(made)  # connected now
+    assert login(acme, "member").post(org_url(acme, f"projects/{acme.project.pk}/langfuse/provision/")).status_code == 403
+
+    admin.post(org_url(acme, "settings/langfuse/"), {"delete": "1"})
+    assert 'id="langfuse-org-key"' in html(admin.get(org_url(acme, "settings/")))
+    from evals.models import LangfuseOrgKey
+    assert not LangfuseOrgKey.objects.filter(organization=acme.org).exists()
 
 
 # The audit log ----------------------------------------------------------------------------------

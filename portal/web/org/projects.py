@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
 from evals.api.serializers import LangfuseConnectionSerializer
-from evals.models import Benchmark, Dataset, EvalRun, EvalSchedule, Evaluator, LangfuseConnection
+from evals.models import Benchmark, Dataset, EvalRun, EvalSchedule, Evaluator, LangfuseConnection, LangfuseOrgKey
 from evals.services import langfuse
 from gateway.models import VirtualKey
 from portal import services
@@ -130,7 +130,9 @@ def project_settings(page: OrgPage, *, values: dict[str, Any], errors: dict[str,
         langfuse_values = forms.values_of(connection, LANGFUSE_FIELDS) if connection else {}
     lf_fields = LANGFUSE_FIELDS if connection else (*LANGFUSE_FIELDS[:2], NEW_SECRET)
     status = 400 if errors or langfuse_errors else 200
+    can_provision = connection is None and LangfuseOrgKey.objects.visible_to(actor, "view").exists()  # admins
     return page.page("web/org/project_settings.html", http_status=status, project=project, connection=connection,
+                     can_provision=can_provision,
                      manages=actor.manages_team(project.team_id), errors=errors,
                      langfuse_errors=langfuse_errors or {},
                      fields=forms.bind(EDIT_FIELDS, values=values, errors=errors, form="project"),
@@ -167,6 +169,24 @@ class ProjectLangfusePage(OrgPage):
             return project_settings(self, values=forms.values_of(project, EDIT_FIELDS), errors={},
                                     langfuse_values=data, langfuse_errors=errors)
         messages.success(request, f"Project '{project.name}' is connected to Langfuse (the keys were checked).")
+        return redirect("web:project-settings", org_slug=self.organization.slug, project_id=project.pk)
+
+
+class ProjectLangfuseProvision(OrgPage):
+    """POST: create the project's Langfuse project and keys with the organization key, and connect them."""
+
+    write_role = OrgRole.MEMBER
+    parents = (PROJECT,)
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        project = self.parent(Project)
+        try:
+            connection = langfuse.provision(actor=self.actor, project=project)
+        except ValidationError as exc:
+            messages.error(request, f"Project '{project.name}': {forms.messages_of(exc)}")
+        else:
+            messages.success(request, f"Created the Langfuse project '{connection.langfuse_project_name}' and "
+                                      f"connected '{project.name}' to it.")
         return redirect("web:project-settings", org_slug=self.organization.slug, project_id=project.pk)
 
 

@@ -10,6 +10,7 @@ PROJECT = f"{ORG}/projects/<int:project_id>"
 
 urlpatterns = [
     path(f"{ORG}/settings/", views.SettingsPage.as_view(), name="settings"),
+    path(f"{ORG}/settings/langfuse/", views.OrgKeyPage.as_view(), name="settings-langfuse"),
     path(f"{ORG}/members/", members.MembersPage.as_view(), name="members"),
     path(f"{ORG}/members/<int:membership_id>/", members.MemberPage.as_view(), name="member"),
     path(f"{ORG}/members/<int:membership_id>/remove/", members.MemberRemovePage.as_view(), name="member-remove"),
@@ -28,5 +29,7 @@ urlpatterns = [
     path(f"{PROJECT}/langfuse/", projects.ProjectLangfusePage.as_view(), name="project-langfuse"),
     path(f"{PROJECT}/langfuse/disconnect/", projects.ProjectLangfuseDisconnect.as_view(),
          name="project-langfuse-disconnect"),
+    path(f"{PROJECT}/langfuse/provision/", projects.ProjectLangfuseProvision.as_view(),
+         name="project-langfuse-provision"),
     path(f"{ORG}/audit/", audit.AuditPage.as_view(), name="audit"),
 ]
