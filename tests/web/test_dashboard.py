@@ -227,3 +227,24 @@ def test_a_v3_langfuse_is_asked_through_the_v1_metrics_api(acme: Tenant) -> None
         assert server.violations == []
     assert entry is not None and entry["api"] == "v3" and entry["error"] is None
     assert entry["days"][-1]["traces"] == 5 and entry["days"][-1]["cost"] == pytest.approx(1.0)
+
+
+@pytest.mark.django_db
+def test_the_tasks_fill_the_cache_and_the_schedule_queues_each_connection_once(acme: Tenant, globex: Tenant,
+                                                                               langfuse_standin: Any,
+                                                                               monkeypatch: Any) -> None:
+    connect_langfuse(acme, langfuse_standin)
+    connect_langfuse(globex, langfuse_standin)
+    langfuse_standin.seed_traces(f"lf-{acme.org.slug}", 2)
+    queued: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(dashboard_metrics.refresh_metrics, "delay", lambda *args: queued.append(args))
+    assert dashboard_metrics.refresh_all_metrics.apply().get() == 2
+    assert dashboard_metrics.refresh_all_metrics.apply().get() == 0  # still queued: not twice
+    start, end = dashboard_metrics.window(dashboard_metrics.DEFAULT_DAYS)
+    assert sorted(queued) == sorted([(t.project.pk, start.isoformat(), end.isoformat()) for t in (acme, globex)])
+
+    dashboard_metrics.refresh_metrics.apply(args=(acme.project.pk, start.isoformat(), end.isoformat()))
+    assert sum(d["traces"] for d in dashboard_metrics.cached(acme.project.pk, start, end)["days"]) == 2
+    assert dashboard_metrics.cached(globex.project.pk, start, end) is None  # each project its own entry
+    dashboard_metrics.refresh_metrics.apply(args=(acme.project.pk, "2020-01-01", end.isoformat()))  # too long
+    assert dashboard_metrics.cached(acme.project.pk, dt.date(2020, 1, 1), end) is None
