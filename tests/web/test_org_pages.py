@@ -326,7 +326,7 @@ def test_deleting_a_project_states_and_takes_its_evaluations(acme: Tenant, langf
 
 
 @pytest.mark.django_db
-def test_connecting_langfuse_checks_the_keys_and_the_secret_is_never_shown(acme: Tenant,
+def test_connecting_langfuse_checks_the_keys_and_the_secret_is_never_shown(acme: Tenant, settings: Any,
                                                                           langfuse_standin: LangfuseStandin) -> None:
     lead = login(acme, "team_admin")
     url = org_url(acme, f"projects/{acme.project.pk}/langfuse/")
@@ -344,6 +344,11 @@ def test_connecting_langfuse_checks_the_keys_and_the_secret_is_never_shown(acme:
     assert SECRET_KEY not in text and 'type="password"' in text
     conn = LangfuseConnection.objects.get(project=acme.project)
     assert conn.secret_key() == SECRET_KEY
+    assert "Langfuse stand-in" not in text
+    settings.LANGFUSE_STANDIN_URL = langfuse_standin.url  # what `make demo` sets when it starts the stand-in
+    demo = html(lead.get(org_url(acme, f"projects/{acme.project.pk}/settings/")))
+    assert '<span class="badge standin">Langfuse stand-in</span>' in demo
+    assert f'href="/orgs/acme/projects/{acme.project.pk}/settings/" class="on" aria-current="page">Settings</a>' in demo
     kept = lead.post(url, {"host": langfuse_standin.url, "public_key": PUBLIC_KEY, "secret_key": ""})
     assert kept.status_code == 302 and LangfuseConnection.objects.get(project=acme.project).secret_key() == SECRET_KEY
     moved = lead.post(url, {"host": "http://127.0.0.2:9", "public_key": PUBLIC_KEY, "secret_key": ""})
