@@ -263,3 +263,16 @@ def test_the_portals_own_key_is_not_rotated_by_hand(acme: Tenant) -> None:
     assert "rotated by the portal" in refused.content.decode()
     key.refresh_from_db()
     assert key.rotated_at is None
+
+
+def test_the_keys_list_filters_by_status_and_searches_name_or_prefix(acme: Tenant) -> None:
+    admin_key(acme)
+    client = login(acme, "admin")
+    by_name = client.get(keys_url(acme), {"q": "ADMIN"}).content.decode()
+    assert "acme admin key" in by_name and "acme member key" not in by_name
+    by_prefix = client.get(keys_url(acme), {"q": acme.key.key_prefix}).content.decode()
+    assert "acme member key" in by_prefix and "acme admin key" not in by_prefix
+    none = client.get(keys_url(acme), {"q": "\x00" + "z" * 500, "status": "revoked"})
+    assert none.status_code == 200 and "No key matches." in none.content.decode()
+    globex_view = login(acme, "viewer").get(keys_url(acme), {"q": "globex"}).content.decode()
+    assert "No key matches." in globex_view

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
@@ -84,9 +84,11 @@ class KeysPage(OrgPage):
     def listing(self, *, errors: dict[str, Any]) -> HttpResponse:
         actor, query = self.actor, self.request.GET
         keys = VirtualKey.objects.visible_to(actor, "view")
-        status = query.get("status", "")
+        status, search = query.get("status", ""), query.get("q", "").strip()[:100].replace("\x00", "")
         if status in ("active", "blocked", "revoked"):
             keys = keys.filter(status=status)
+        if search:
+            keys = keys.filter(Q(name__icontains=search) | Q(key_prefix__startswith=search))
         page = Paginator(keys.select_related("team", "project", "owner").prefetch_related("allowed_routes"),
                          50).get_page(query.get("page"))
         projects = list(self.issuable_projects())
@@ -94,7 +96,7 @@ class KeysPage(OrgPage):
         form: Any = self.request.POST if errors else {}
         return self.page(
             "web/gateway/keys.html", http_status=400 if errors else 200,
-            page=page, status=status, errors=errors, form=form, projects=projects,
+            page=page, status=status, search=search, errors=errors, form=form, projects=projects,
             chosen_routes=set(form.getlist("allowed_routes")) if errors else set(),
             may_issue=actor.at_least(OrgRole.MEMBER) and bool(projects), routes=routes,
             budget_periods=BUDGET_PERIODS,
