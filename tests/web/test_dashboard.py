@@ -248,3 +248,15 @@ def test_the_tasks_fill_the_cache_and_the_schedule_queues_each_connection_once(a
     assert dashboard_metrics.cached(globex.project.pk, start, end) is None  # each project its own entry
     dashboard_metrics.refresh_metrics.apply(args=(acme.project.pk, "2020-01-01", end.isoformat()))  # too long
     assert dashboard_metrics.cached(acme.project.pk, dt.date(2020, 1, 1), end) is None
+
+
+@pytest.mark.django_db
+def test_the_demos_stand_in_is_labelled_and_not_linked(acme: Tenant, langfuse_standin: Any, settings: Any) -> None:
+    settings.LANGFUSE_STANDIN_URL = langfuse_standin.url
+    connect_langfuse(acme, langfuse_standin)
+    langfuse_standin.seed_traces(f"lf-{acme.org.slug}", 2)
+    dashboard_metrics.refresh(acme.project.pk, *dashboard_metrics.window(30))
+    html = login(acme, "viewer").get(dashboard(acme)).content.decode()
+    langfuse = html.split('id="langfuse"', 1)[1]
+    assert "Langfuse stand-in" in langfuse and chart_data(html, "lf-traces-chart")["links"] == []
+    assert "/traces?" not in langfuse and "All scores in Langfuse" not in langfuse

@@ -71,7 +71,8 @@ def usage_charts(days: list[dict[str, Any]]) -> dict[str, Any]:
 def langfuse_charts(entry: dict[str, Any], connection: LangfuseConnection) -> dict[str, Any]:
     """The cached Langfuse metrics as charts; each day links to that day's traces in Langfuse."""
     days = entry.get("days") or []
-    links = {d["day"]: dashboard_metrics.traces_url(connection, d["day"]) for d in days}
+    # the demo's stand-in serves the API only: no Langfuse pages to link to
+    links = {} if connection.is_standin else {d["day"]: dashboard_metrics.traces_url(connection, d["day"]) for d in days}
     scores = {name: [(day, value) for day, value in points] for name, points in (entry.get("scores") or {}).items()}
     return {
         "lf_traces_chart": charts.bar_chart([(d["day"], d["traces"]) for d in days], title="Traces per day",
@@ -93,7 +94,8 @@ def langfuse_section(project: Project, connection: LangfuseConnection, start: dt
     queued = dashboard_metrics.is_queued(project.pk, start, end)
     if dashboard_metrics.is_stale(entry):
         queued = dashboard_metrics.request_refresh(project.pk, start, end) or queued
-    return {"entry": entry, "queued": queued, "scores_url": dashboard_metrics.scores_url(connection),
+    return {"entry": entry, "queued": queued,
+            "scores_url": "" if connection.is_standin else dashboard_metrics.scores_url(connection),
             "fetched_at": _moment(entry, "fetched_at"), "error_at": _moment(entry, "error_at"),
             **(langfuse_charts(entry, connection) if entry and entry.get("days") else {})}
 
