@@ -173,6 +173,7 @@ def test_admins_invite_members_into_a_team_and_the_email_has_the_link(acme: Tena
     assert TeamMembership.objects.get(team=acme.team, user=membership.user).role == "admin"
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["new.person@acme.test"]
     assert "invitation pending" in html(invited)
+    assert "acme-platform</a> <span class=\"muted\">(admin)</span>" in html(invited)  # the team admin's teams
 
     again = admin.post(org_url(acme, "members/"), {"email": "new.person@acme.test", "role": "member"})
     assert again.status_code == 400 and "already a member" in html(again) and 'aria-invalid="true"' in html(again)

@@ -95,7 +95,11 @@ class MembersPage(OrgPage):
                 accepted_at=None, revoked_at=None, user_id__in=[m.user_id for m in page])
             for invitation in open_invitations.order_by("created_at"):
                 pending[invitation.user_id] = invitation  # the newest wins
-        rows = [(m, pending.get(m.user_id), self.manages(m)) for m in page]
+        teams: dict[int, list[TeamMembership]] = {}
+        in_teams = TeamMembership.objects.visible_to(actor, "view").filter(user_id__in=[m.user_id for m in page])
+        for tm in in_teams.select_related("team").order_by("team__name"):
+            teams.setdefault(tm.user_id, []).append(tm)
+        rows = [(m, pending.get(m.user_id), self.manages(m), teams.get(m.user_id, [])) for m in page]
         return self.page("web/org/members.html", http_status=400 if errors else 200, page=page, rows=rows,
                          errors=errors, roles=grantable_roles(actor), can_write=actor.at_least(OrgRole.ADMIN),
                          fields=forms.bind(invite_fields(actor, self.teams()), values=values, errors=errors,
