@@ -1,4 +1,5 @@
-"""Accounts pages: accepting an invitation (choose a password), and the organization switch.
+"""Accounts pages: sign-in, accepting an invitation (choose a password), password reset, and the
+organization switch.
 
 The invitation link carries its token in the path once: the page puts it in the
 session and redirects to a URL without it (as Django's password reset does), so
@@ -12,14 +13,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse_lazy
+from django.urls import NoReverseMatch, reverse, reverse_lazy
 from django.views import View
 
 from portal import accounts
 from portal.api.errors import validation_detail
+from portal.web.base import organizations_of
 
 SESSION_KEY = "invitation_token"
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -116,3 +119,23 @@ class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
 
 class PasswordResetComplete(auth_views.PasswordResetCompleteView):
     template_name = "web/accounts/password_reset_complete.html"
+
+
+# The organization switcher (base.html): to the same section of the chosen organization.
+SWITCHABLE_SECTIONS = ("org", "keys", "routes", "credentials", "teams", "members", "projects", "tokens",
+                       "settings", "audit")
+
+
+@login_required
+def switch_organization(request: HttpRequest) -> HttpResponse:
+    slug = request.GET.get("org", "")
+    org = organizations_of(request.user).filter(slug=slug if isinstance(slug, str) else "").first()
+    if org is None:
+        raise Http404
+    section = request.GET.get("section", "")
+    if section in SWITCHABLE_SECTIONS:
+        try:
+            return redirect(reverse(f"web:{section}", kwargs={"org_slug": org.slug}))
+        except NoReverseMatch:
+            pass
+    return redirect("web:org", org_slug=org.slug)
