@@ -34,7 +34,8 @@ def base(t: Tenant) -> str:
 
 def pages(t: Tenant, e: Evals) -> list[str]:
     b = base(t)
-    return [f"{b}evaluators/", f"{b}evaluators/{e.evaluator}/", f"{b}runs/", f"{b}runs/{e.run}/",
+    return [f"{b}evaluators/", f"{b}evaluators/{e.evaluator}/", f"{b}schedules/{e.schedule}/", f"{b}runs/",
+            f"{b}runs/{e.run}/",
             f"{b}runs/{e.run}/progress.json", f"{b}datasets/", f"{b}datasets/{e.dataset}/", f"{b}benchmarks/",
             f"{b}benchmarks/{e.benchmark}/", f"{b}calibration/", f"{b}calibration/{e.calibration}/"]
 
@@ -110,6 +111,7 @@ def test_another_organizations_pages_answer_404(acme: Tenant, globex: Tenant, ev
     # acme's objects under globex's own project: 404 too (the object must be of the project in the URL)
     g = base(globex)
     for url in (f"{g}runs/{evals.run}/", f"{g}runs/{evals.run}/progress.json", f"{g}evaluators/{evals.evaluator}/",
+                f"{g}schedules/{evals.schedule}/",
                 f"{g}datasets/{evals.dataset}/", f"{g}benchmarks/{evals.benchmark}/",
                 f"{g}calibration/{evals.calibration}/"):
         assert outsider.get(url).status_code == 404, url
@@ -118,8 +120,11 @@ def test_another_organizations_pages_answer_404(acme: Tenant, globex: Tenant, ev
                                                                                 "team": acme.team})
     owner, o = login(acme, "owner"), f"/orgs/{acme.org.slug}/projects/{other.pk}/"
     for url in (f"{o}runs/{evals.run}/", f"{o}evaluators/{evals.evaluator}/", f"{o}datasets/{evals.dataset}/",
+                f"{o}schedules/{evals.schedule}/",
                 f"{o}benchmarks/{evals.benchmark}/", f"{o}calibration/{evals.calibration}/"):
         assert owner.get(url).status_code == 404, url
+    assert owner.post(f"{o}schedules/{evals.schedule}/disable/").status_code == 404
+    assert EvalSchedule.objects.get(pk=evals.schedule).enabled
     # an evaluation run is not a calibration, nor the other way round
     assert owner.get(f"{base(acme)}calibration/{evals.run}/").status_code == 404
 
@@ -249,3 +254,36 @@ def test_schedules_are_created_toggled_and_refused_with_field_errors(acme: Tenan
     owner.post(f"{b}schedules/{schedule.pk}/disable/")
     assert not EvalSchedule.objects.get(pk=schedule.pk).enabled
     assert owner.post(f"{b}schedules/{schedule.pk}/explode/").status_code == 404
+
+
+def test_build_a_dataset_from_traces_and_refuse_bad_filters(acme: Tenant, evals: Evals, langfuse_standin: Any) -> None:
+    langfuse_standin.seed_traces(f"lf-{acme.org.slug}", 3, name="support-chat")
+    langfuse_standin.seed_traces(f"lf-{acme.org.slug}", 2, name="other")
+    owner, url = login(acme, "owner"), f"{base(acme)}datasets/{evals.dataset}/"
+    bad = owner.post(url, {"action": "build", "max_items": "0", "from_time": "2026-02-01T00:00",
+                           "to_time": "2026-01-01T00:00"})
+    assert bad.status_code == 400 and "greater than or equal to 1" in bad.content.decode()
+    done = owner.post(url, {"action": "build", "name": "support-chat", "max_items": "10",
+                            "output_as": "expected_output"}, follow=True)
+    assert "3 items added" in done.content.decode()
+    assert DatasetItem.objects.filter(dataset_id=evals.dataset).exclude(source_trace_id="").count() == 3
+
+
+def test_edit_a_schedule_keeps_what_the_form_does_not_show(acme: Tenant, evals: Evals) -> None:
+    EvalSchedule.objects.filter(pk=evals.schedule).update(filters={"metadata": {"env": "prod"}, "tags": ["a"]})
+    owner, url = login(acme, "owner"), f"{base(acme)}schedules/{evals.schedule}/"
+    form = owner.get(url).content.decode()
+    assert 'value="acme-hourly"' in form and 'value="a"' in form and 'value="3600"' in form
+    bad = owner.post(url, {"name": "acme-hourly", "evaluator": str(evals.evaluator), "cron": "every day"})
+    assert bad.status_code == 400 and "Not a 5-field crontab" in bad.content.decode()
+    saved = owner.post(url, {"name": "acme-nightly", "evaluator": str(evals.evaluator), "cron": "0 2 * * *",
+                             "filter_tags": "a, b", "sampling_rate": "0.5"})
+    assert saved.status_code == 302
+    schedule = EvalSchedule.objects.get(pk=evals.schedule)
+    assert (schedule.name, schedule.cron, schedule.interval_seconds, schedule.sampling_rate, schedule.enabled) == (
+        "acme-nightly", "0 2 * * *", None, 0.5, False)
+    assert schedule.filters == {"metadata": {"env": "prod"}, "tags": ["a", "b"]}
+    assert login(acme, "viewer").post(url, {"name": "x"}).status_code == 403
+    assert login(acme, "member").post(url, {"name": "x", "evaluator": str(evals.evaluator),
+                                             "interval_seconds": "60"}).status_code == 400
+    assert EvalSchedule.objects.get(pk=evals.schedule).name == "acme-nightly"

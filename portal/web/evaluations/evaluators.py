@@ -16,7 +16,7 @@ from django.utils import timezone
 from evals.api.serializers import EvaluatorSerializer, ScheduleSerializer
 from evals.judge import VARIABLE, render
 from evals.langfuse_client import LangfuseError
-from evals.models import EvalSchedule, Evaluator, EvaluatorVersion, LangfuseConnection, ScoreType
+from evals.models import EvalRun, EvalSchedule, Evaluator, EvaluatorVersion, LangfuseConnection, ScoreType
 from evals.services import evaluators as services
 from evals.services.runs import trace_source
 from evals.templates import TEMPLATES, template
@@ -271,6 +271,53 @@ class SchedulesPage(EvaluatorsPage):
                                 schedule_errors=errors_of(exc))
         messages.success(request, f"Schedule '{schedule.name}' created.")
         return redirect("web:evaluators", org_slug=self.organization.slug, project_id=self.project.pk)
+
+
+def schedule_initial(schedule: EvalSchedule) -> dict[str, Any]:
+    """The form's fields of a saved schedule (as the form posts them: texts)."""
+    filters = schedule.filters or {}
+    form: dict[str, Any] = {f: "" if getattr(schedule, f) is None else str(getattr(schedule, f))
+                            for f in ("name", "cron", "interval_seconds", "sampling_rate", "max_traces",
+                                      "max_judge_spend", "concurrency", "initial_lookback_hours", "alert_below",
+                                      "alert_drop")}
+    return form | {"evaluator": str(schedule.evaluator_id), "enabled": "on" if schedule.enabled else "",
+                   "filter_name": filters.get("name", ""), "filter_user_id": filters.get("user_id", ""),
+                   "filter_tags": ", ".join(filters.get("tags") or []),
+                   "filter_environment": ", ".join(filters.get("environment") or [])}
+
+
+class SchedulePage(ProjectPage):
+    """One schedule: its settings (edit) and its latest runs."""
+
+    parents = (PROJECT, Parent(EvalSchedule, "schedule_id", within="project", select_related=("evaluator",)))
+
+    def get(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        return self.detail(form=schedule_initial(self.parent(EvalSchedule)), errors={})
+
+    def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        schedule = self.parent(EvalSchedule)
+        data = schedule_form_data(request.POST)
+        if "metadata" in (schedule.filters or {}):  # set through the API; the form does not show it
+            data["filters"]["metadata"] = schedule.filters["metadata"]
+        serializer = ScheduleSerializer(schedule, data=data, partial=True, context=self.parent_context())
+        try:
+            if not serializer.is_valid():
+                raise ValidationError(drf_errors(serializer.errors))
+            services.schedule_save(actor=self.actor, project=self.project, schedule=schedule,
+                                   data=serializer.validated_data)
+        except (ValidationError, PermissionDenied) as exc:
+            return self.detail(form=request.POST.dict(), errors=errors_of(exc))
+        messages.success(request, f"Schedule '{schedule.name}' saved.")
+        return redirect("web:schedule", org_slug=self.organization.slug, project_id=self.project.pk,
+                        schedule_id=schedule.pk)
+
+    def detail(self, *, form: dict[str, Any], errors: dict[str, list[str]]) -> HttpResponse:
+        schedule = self.parent(EvalSchedule)
+        runs = (EvalRun.objects.visible_to(self.actor, "view").filter(schedule=schedule)
+                .select_related("evaluator_version").order_by("-created_at", "-pk")[:20])
+        evaluators = Evaluator.objects.visible_to(self.actor, "view").filter(project=self.project).order_by("name")
+        return self.page("web/evaluations/schedule.html", http_status=400 if errors else 200, schedule=schedule,
+                         runs=runs, evaluators=evaluators, schedule_form=form, schedule_errors=errors)
 
 
 class ScheduleAction(ProjectPage):

@@ -10,6 +10,7 @@ urlpatterns = [
     path(f"{P}/evaluators/preview/", evaluators.EvaluatorPreview.as_view(), name="evaluator-preview"),
     path(f"{P}/evaluators/<int:evaluator_id>/", evaluators.EvaluatorPage.as_view(), name="evaluator"),
     path(f"{P}/schedules/", evaluators.SchedulesPage.as_view(), name="schedules"),
+    path(f"{P}/schedules/<int:schedule_id>/", evaluators.SchedulePage.as_view(), name="schedule"),
     path(f"{P}/schedules/<int:schedule_id>/<str:verb>/", evaluators.ScheduleAction.as_view(), name="schedule-action"),
     path(f"{P}/runs/", runs.RunsPage.as_view(), name="runs"),
     path(f"{P}/runs/<int:run_id>/", runs.RunPage.as_view(), name="run"),
