@@ -18,12 +18,14 @@ organization's owner (and a member, for the pages that scope per team) to:
 - the usage API (by day, the default; by route).
 
 Target: <= 300 ms each.  Usage: `make bench`, or `python bench/web_bench.py [--records N]
-[--keys N] [--repeat N] [--keep]` (a smaller run: `--records 1000000 --keys 10000`).
+[--keys N] [--repeat N] [--keep] [--reuse]` (a smaller run: `--records 1000000 --keys 10000`;
+`WEB_BENCH_DATABASE` names the database, `portal_webbench` by default).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import statistics
@@ -31,16 +33,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATABASE = "portal_webbench"
+DATABASE = os.environ.get("WEB_BENCH_DATABASE", "portal_webbench")  # created and dropped by this script
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key")
 os.environ.setdefault("PORTAL_ENCRYPTION_KEYS", "dGVzdC1lbmNyeXB0aW9uLWtleS0wMDAwMDAwMDAwMDA=")
-os.environ["DATABASE_URL"] = os.environ.get("WEB_BENCH_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DATABASE}")
+os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -79,7 +80,7 @@ def sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
-@contextmanager
+@contextlib.contextmanager
 def indexes_dropped(table: str) -> Iterator[None]:
     """Drop a table's secondary indexes and unique constraints for a bulk load; build them again after."""
     constraints = sql("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
@@ -195,7 +196,10 @@ def seed(n_records: int, n_keys: int) -> dict[str, Any]:
     seed_keys(objects, n_keys)
     log(f"{n_keys:,} keys")
     seed_records(objects, n_records, n_keys)
-    usage.rebuild_rollups(objects["org"].pk)
+    with contextlib.ExitStack() as stack:  # the rollups' indexes too are built after the load
+        for model, *_ in usage.ROLLUPS:
+            stack.enter_context(indexes_dropped(model._meta.db_table))
+        usage.rebuild_rollups(objects["org"].pk)
     log("rollups built")
     sql("VACUUM ANALYZE")
     counts = {t: sql(f'SELECT count(*) FROM "{t}"')[0][0] for t in (
