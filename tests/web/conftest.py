@@ -82,7 +82,15 @@ def check_page(page: Any, name: str) -> None:
     assert not violations, [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:5]) for v in violations]
     size = page.viewport_size
     page.set_viewport_size(DESKTOP)
+    settle(page)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     page.set_viewport_size(PHONE)
+    settle(page)  # charts redraw at the new width on the next frames (ResizeObserver)
     page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
     page.set_viewport_size(size)
+
+
+def settle(page: Any) -> None:
+    """Two animation frames and a short pause: layout and the charts' resize have run."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    page.wait_for_timeout(250)
