@@ -64,11 +64,12 @@ def _send(invitation_id: int, plaintext: str) -> None:
                "has_password": invitation.user.has_usable_password(),
                "inviter": invitation.invited_by.email if invitation.invited_by else "",
                "hours": settings.INVITATION_TTL_HOURS, "login_url": settings.PORTAL_PUBLIC_URL + reverse("web:login")}
-    subject = f"You are invited to {invitation.organization.name} on the LLMOps Portal"
+    # one line: a name with a line break would be a header injection (Django refuses the mail)
+    subject = " ".join(f"You are invited to {invitation.organization.name} on the LLMOps Portal".split())
     body = render_to_string("registration/invitation_email.txt", context)
     try:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [invitation.email])
-    except (smtplib.SMTPException, OSError) as exc:
+    except (smtplib.SMTPException, OSError, ValueError) as exc:  # ValueError: BadHeaderError
         log.warning("invitation %s: the e-mail could not be sent: %s", invitation_id, type(exc).__name__)
         return
     Invitation.objects.filter(pk=invitation_id).update(sent_at=timezone.now())

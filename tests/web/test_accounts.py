@@ -257,3 +257,25 @@ def test_sign_in_page_offers_sso_only_when_configured(db: Any, settings: Any) ->
     assert Client().get("/sso/callback/?code=x&state=y").status_code == 404
     settings.OIDC_ENABLED = True
     assert b"Sign in with SSO" in Client().get("/login/").content
+
+
+def test_an_organization_name_with_line_breaks_cannot_inject_mail_headers(
+        acme: Tenant, django_capture_on_commit_callbacks: Any) -> None:
+    type(acme.org).objects.filter(pk=acme.org.pk).update(name="Acme\nBcc: victim@example.com")
+    acme.org.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        inv = _invite(acme)
+    assert len(mail.outbox) == 1 and "\n" not in mail.outbox[0].subject
+    assert mail.outbox[0].bcc == [] and mail.outbox[0].to == [inv.email]
+
+
+def test_a_mail_server_failure_leaves_the_invitation_unsent_not_an_error(
+        acme: Tenant, django_capture_on_commit_callbacks: Any, monkeypatch: Any) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(accounts, "send_mail", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        inv = _invite(acme)
+    inv.refresh_from_db()
+    assert inv.sent_at is None and inv.status == "pending"

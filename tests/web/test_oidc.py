@@ -187,3 +187,29 @@ def test_a_bad_map_stops_the_start() -> None:
                              "'portal.settings'; django.setup()"], env=env, cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0 and "OIDC_ORG_MAP" in result.stderr
+
+
+@pytest.mark.django_db
+def test_a_forged_or_failed_callback_goes_back_to_sign_in(settings: Any) -> None:
+    from django.test import Client
+
+    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens: the provider is down
+    settings.OIDC_ENABLED = True
+    settings.OIDC_RP_CLIENT_ID, settings.OIDC_RP_CLIENT_SECRET = CLIENT_ID, CLIENT_SECRET
+    settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{closed}/o/authorize/"
+    settings.OIDC_OP_TOKEN_ENDPOINT = f"{closed}/o/token/"
+    settings.OIDC_OP_USER_ENDPOINT = f"{closed}/o/userinfo/"
+    settings.OIDC_OP_JWKS_ENDPOINT = f"{closed}/o/.well-known/jwks.json"
+    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend",
+                                        "portal.web.accounts.oidc.PortalOIDCBackend"]
+    client = Client()
+    start = client.get("/sso/start/?next=https://evil.example/")
+    assert start.status_code == 302 and start["Location"].startswith(f"{closed}/o/authorize/?")
+    assert "code_challenge=" in start["Location"]  # PKCE
+    assert client.session.get("oidc_login_next") is None  # an outside "next" is dropped
+    state = next(iter(client.session["oidc_states"]))
+    for query in ("code=x&state=forged", "error=access_denied", f"code=x&state={state}"):  # the last: provider down
+        response = client.get(f"/sso/callback/?{query}")
+        assert response.status_code == 302 and response["Location"] == "/login/?sso=failed", query
+    assert "_auth_user_id" not in client.session
+    assert b"Single sign-on did not work" in client.get("/login/?sso=failed").content
