@@ -70,6 +70,7 @@ def test_create_an_evaluator_with_the_preview_then_run_it_and_watch_the_bar(
                                  trace_id=f"trace-{i}", status="scored", value=value, comment=f"judged {i}",
                                  scored_at=timezone.now())
     EvalReport.objects.create(run=run, route=acme.route, status="succeeded",
+                              content="Mostly on topic.\n\n### Off-topic answers\n...",
                               groups=[{"pattern": "Off-topic answers", "explanation": "The answer ignores the "
                                        "question.", "suggestion": "Restate the question first.",
                                        "trace_ids": ["trace-1"]}])
@@ -80,7 +81,9 @@ def test_create_an_evaluator_with_the_preview_then_run_it_and_watch_the_bar(
     assert page.locator("#run-status").text_content() == "succeeded"
     assert page.locator("#scores tbody tr").first.locator("td").nth(1).text_content() == "0"  # lowest first
     assert "/traces/trace-1" in (page.locator("#scores tbody tr a").first.get_attribute("href") or "")
-    assert "Off-topic answers" in page.locator("#report").text_content()
+    report = page.locator("#report").text_content() or ""
+    assert "Off-topic answers" in report and "Mostly on topic." in report and "###" not in report
+    assert "/traces/trace-1" in (page.locator("#report a").first.get_attribute("href") or "")
     check_page(page, "evals-run")
     page.goto(f"{base}/runs/")
     check_page(page, "evals-runs")

@@ -78,6 +78,16 @@ def trace_id(i: int) -> str:
     return uuid.uuid5(TRACE_NAMESPACE, f"trace-{i}").hex
 
 
+def judge_answer() -> str:
+    """The mock judge route's one answer, good for both of its uses: a judge's verdict (`score`,
+    `reasoning`) and a run's report (`summary`, `groups` linked to the demo's traces, of which a
+    report keeps those among the run's lowest scores)."""
+    return json.dumps({
+        "reasoning": "The answer addresses the request with a concrete step.", "score": 4,
+        "summary": "(A mock report: the demo's judge route always gives this answer.) " + REPORT_SUMMARY,
+        "groups": [{**REPORT_GROUPS[0], "trace_ids": [trace_id(i) for i in range(TRACES)]}]})
+
+
 def connect(*, actor: Actor, project: Project, host: str, public_key: str, secret_key: str) -> LangfuseConnection:
     """The project's Langfuse connection (checked against the server by the service)."""
     return langfuse.connection_save(actor=actor, project=project, host=host, public_key=public_key,

@@ -32,8 +32,8 @@ ROUTES = [
     ("chat", "The default chat model (mock).", "Hello from the demo gateway! (mock_response)", ["fast"], "3", "15"),
     ("fast", "A cheaper fallback model (mock).", "A quick answer from the fast route. (mock_response)", [], "0.15", "0.6"),
     ("code", "For Cline: a coding model (mock).", "def hello():\n    return 'world'  # mock_response", ["chat"], "3", "15"),
-    ("judge", "The evaluations' LLM judge (mock: it always gives a 4).",
-     '{"reasoning": "The answer addresses the request with a concrete step.", "score": 4}', [], "0.15", "0.6"),
+    ("judge", "The evaluations' LLM judge and report writer (mock: it always gives a 4).",
+     _demo_evals.judge_answer(), [], "0.15", "0.6"),
 ]
 
 

@@ -83,10 +83,15 @@ class RunPage(ProjectPage):
         points = sorted(((str(k), float(v)) for k, v in run.distribution.items()), key=lambda kv: _numeric_first(kv[0]))
         routes = ModelRoute.objects.visible_to(actor, "view").filter(
             is_active=True, pk__in=usable_routes(self.project.team_id, self.project.organization_id)).order_by("name")
+        report = EvalReport.objects.visible_to(actor, "view").filter(run=run).select_related("route").first()
+        groups = [{**g, "traces": [(t, conn.trace_url(t) if conn else "") for t in g.get("trace_ids") or []]}
+                  for g in (report.groups if report else [])]
+        # the report's summary: its markdown before the groups' headings (`reports.render_markdown`)
+        summary = report.content.split("### ", 1)[0].strip() if report and groups else ""
         return self.page(
             "web/run.html", run=run, scores=scores, working=run.status in ("queued", "running"),
-            progress=RunSerializer(run).data, routes=routes,
-            report=EvalReport.objects.visible_to(actor, "view").filter(run=run).select_related("route").first(),
+            progress=RunSerializer(run).data, routes=routes, report=report, report_groups=groups,
+            report_summary=summary,
             distribution_chart=charts.bar_chart(points, title="Scores", color="#7a5af8") if points else "",
         )
 
