@@ -145,6 +145,13 @@ def test_upload_a_dataset_with_a_bad_row_then_a_benchmark_and_a_calibration(
     assert page.locator("#disagreements tbody tr").count() >= 1
     check_page(page, "evals-calibration-report")
 
+    page.goto(f"{base}/schedules/{evals.schedule}/")
+    page.get_by_label("Sampling rate").fill("0.5")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_selector("text=Schedule 'acme-hourly' saved.")
+    assert page.get_by_label("Sampling rate").input_value() == "0.5"
+    check_page(page, "evals-schedule")
+
 
 def test_a_viewer_sees_the_pages_without_write_actions(
         live_server: Any, acme: Tenant, evals: Evals, browser_page: Any) -> None:
