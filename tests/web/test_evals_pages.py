@@ -200,6 +200,11 @@ def test_start_a_run_then_follow_its_progress(acme: Tenant, evals: Evals) -> Non
     EvalRun.objects.filter(pk=evals.run).update(status="succeeded")
     bad = owner.post(f"{base(acme)}runs/", {"evaluator": "999999999999999999999", "window_start": "yesterday"})
     assert bad.status_code == 400 and "Invalid pk" in bad.content.decode()
+    backwards = owner.post(f"{base(acme)}runs/", {"evaluator": str(evals.evaluator), "window_start": "2026-02-01T00:00",
+                                                  "window_end": "2026-01-01T00:00"})
+    assert backwards.status_code == 400 and "Must be after the start." in backwards.content.decode()
+    calibration = owner.get(f"{base(acme)}runs/{evals.calibration}/")
+    assert calibration.status_code == 302 and calibration["Location"].endswith(f"/calibration/{evals.calibration}/")
     answer = owner.post(f"{base(acme)}runs/", {"evaluator": str(evals.evaluator), "window_start": "2026-01-01T00:00"})
     run = EvalRun.objects.latest("pk")
     assert answer.status_code == 302 and answer["Location"].endswith(f"/runs/{run.pk}/")

@@ -53,6 +53,8 @@ class RunsPage(ProjectPage):
             if not serializer.is_valid():
                 raise ValidationError(drf_errors(serializer.errors))
             body = serializer.validated_data
+            if body.get("window_end") and body["window_end"] <= body["window_start"]:
+                raise ValidationError({"window_end": ["Must be after the start."]})
             run = services.eval_run_create(project=self.project, evaluator=body["evaluator"],
                                            window_start=body["window_start"], window_end=body.get("window_end"))
             services.enqueue(run)
@@ -76,6 +78,9 @@ class RunPage(ProjectPage):
 
     def get(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         actor, run = self.actor, self.parent(EvalRun)
+        if run.window_end is None:  # a calibration (of dataset items, not traces): its own page
+            return redirect("web:calibration-report", org_slug=self.organization.slug, project_id=self.project.pk,
+                            run_id=run.pk)
         conn = self.connection()
         scores = list(EvalScore.objects.visible_to(actor, "view").filter(run=run).order_by("value", "trace_id")[:200])
         for score in scores:
