@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench vendor clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/evals_bench.py
 	$(PY) bench/web_bench.py
+
+# Re-vendor the web UI's JavaScript libraries (npm pack of pinned versions, integrity checked).
+vendor:
+	bash scripts/vendor_static.sh
 
 clean:
 	rm -rf $(VENV) var
