@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from gateway.models import VirtualKey
 from tests.factories import Tenant, make_evals
 
 # Every name a form of the web UI posts (templates under portal/templates/web and registration).
@@ -117,3 +118,23 @@ def test_hostile_values_in_every_form_field_and_query_parameter_never_make_a_500
         client.force_login(acme.users[role])
         failures += call_all(client, urls)
     assert not failures, "\n".join(failures[:60])
+
+
+@pytest.mark.django_db
+def test_every_page_of_an_organization_answers_404_to_another_organizations_owner(
+        acme: Tenant, globex: Tenant, langfuse_standin: Any) -> None:
+    """Every `web:` URL under /orgs/acme/, with acme's ids, by GET and by POST: 404 to globex's owner
+    (405 where the page has no such method: the method is checked first, for every organization alike),
+    and nothing of acme in the answer."""
+    make_evals(acme, langfuse_standin)
+    outsider = Client()
+    outsider.force_login(globex.users["owner"])
+    leaks = []
+    for url in (u for u in web_urls(acme) if u.startswith(f"/orgs/{acme.org.slug}/")):
+        for method in ("get", "post"):
+            response = getattr(outsider, method)(url, {"name": "x", "role": "owner"})
+            body = response.content.decode(errors="replace")
+            if response.status_code not in (404, 405) or acme.org.name in body or "acme-" in body:
+                leaks.append(f"{method.upper()} {url}: {response.status_code}")
+    assert not leaks, "\n".join(leaks)
+    assert VirtualKey.objects.get(pk=acme.key.pk).status == "active"
