@@ -138,3 +138,29 @@ def test_every_page_of_an_organization_answers_404_to_another_organizations_owne
                 leaks.append(f"{method.upper()} {url}: {response.status_code}")
     assert not leaks, "\n".join(leaks)
     assert VirtualKey.objects.get(pk=acme.key.pk).status == "active"
+
+
+@pytest.mark.django_db
+def test_a_viewers_forged_post_to_any_page_is_refused(acme: Tenant, langfuse_standin: Any) -> None:
+    """Every POST a viewer can forge under /orgs/acme/ is refused (403, or 405 where the page takes no
+    POST), but for what a viewer may do: its own API tokens, and providers.json for a key it holds."""
+    make_evals(acme, langfuse_standin)
+    viewer = Client()
+    viewer.force_login(acme.users["viewer"])
+    def expected(url: str) -> tuple[int, ...]:
+        if url.endswith("/tokens/"):
+            return (200, 400)  # a token of its own, below or at its role
+        if url.endswith("/providers.json"):
+            return (400,)  # only with the key's plaintext
+        if "/tokens/" in url:
+            return (404,)  # the member's token: not the viewer's to see
+        return (403, 405)
+
+    accepted = []
+    for url in (u for u in web_urls(acme) if u.startswith(f"/orgs/{acme.org.slug}/")):
+        response = viewer.post(url, {"name": "x", "role": "admin", "email": "viewer@acme.test", "range": "30"})
+        codes = expected(url)
+        if response.status_code not in codes:
+            accepted.append(f"POST {url}: {response.status_code}")
+    assert not accepted, "\n".join(accepted)
+    assert VirtualKey.objects.get(pk=acme.key.pk).status == "active"
