@@ -34,7 +34,8 @@ class UsageQuerySerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         today = timezone.now().date()
         attrs.setdefault("to", today)
-        attrs.setdefault("from", attrs["to"] - dt.timedelta(days=29))
+        # 30 days back, or from the first representable day (to=0001-01-05 is valid input, not a 500)
+        attrs.setdefault("from", attrs["to"] - dt.timedelta(days=min(29, (attrs["to"] - dt.date.min).days)))
         if attrs["from"] > attrs["to"]:
             raise serializers.ValidationError({"from": "Must not be after 'to'."})
         if (attrs["to"] - attrs["from"]).days >= MAX_DAYS:

@@ -6,14 +6,16 @@ Each test is an attack that succeeded on the code before its fix."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+import time
+import uuid
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
 from evals.models import EvalRun, EvalSchedule, Evaluator, RunStatus
-from gateway.models import ModelRoute, UsageDaily, VirtualKey
+from gateway import usage
+from gateway.models import ModelRoute, VirtualKey
 from gateway.services import keys, routes
 from portal import services
 from portal.access import system_actor
@@ -36,9 +38,11 @@ def other_team(t: Tenant) -> tuple[Team, Project, VirtualKey]:
     project = services.project_create(actor=system, data={"name": f"{t.org.slug}-secret-lab", "team": team})
     key = keys.key_create(actor=system, data={"name": f"{t.org.slug} research key", "team": team,
                                               "project": project, "owner": t.users["admin"]}).key
-    UsageDaily.objects.create(organization=t.org, day=timezone.now().date(), key=key, team=team, project=project,
-                              owner_email=f"admin@{t.org.slug}.test", route="chat", requests=7,
-                              cost=Decimal("3.5"), latency_ms_sum=70)
+    # Through the consumer's own write, so that every rollup (per key, project, team) has the day.
+    usage.store([{"request_id": uuid.uuid4().hex, "ts": time.time(), "key_id": key.pk, "key_hash": "x",
+                  "org": t.org.pk, "team": team.pk, "project": project.pk, "owner": f"admin@{t.org.slug}.test",
+                  "route": "chat", "group": f"{t.org.slug}/chat", "prompt_tokens": 1, "completion_tokens": 1,
+                  "cost_nano": 500_000_000, "latency_ms": 10, "status": "success"} for _ in range(7)])
     return team, project, key
 
 

@@ -25,9 +25,11 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium for the whole session (starting one costs about a second)."""
+    """One Chromium per test module (starting one costs about a second). Not per session: while
+    Playwright's sync API runs, its event loop is the thread's running loop, and the other
+    tests' `asyncio.run()` (the gateway plugin's) would fail for the rest of the session."""
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
     from playwright.sync_api import sync_playwright
 

@@ -4,6 +4,7 @@ test_gateway_journeys.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from gateway import usage
 from tests.factories import Tenant
@@ -62,13 +64,15 @@ def test_evaluation_pages_show_progress_and_scores(live_server: Any, acme: Tenan
     ev = Evaluator.objects.create(project=acme.project, name="helpfulness")
     definition = {k: v for k, v in template("helpfulness").items() if k != "description"}
     version = EvaluatorVersion.objects.create(evaluator=ev, version=1, judge_route=acme.route, **definition)
-    done = EvalRun.objects.create(project=acme.project, evaluator_version=version, status="succeeded", considered=8,
+    window = {"window_start": timezone.now() - dt.timedelta(hours=1), "window_end": timezone.now()}  # runs of traces
+    done = EvalRun.objects.create(project=acme.project, evaluator_version=version, status="succeeded", considered=8, **window,
                                   sampled=8, scored=8, processed=8, total=8, mean_score=3.5,
                                   distribution={"2": 2, "4": 5, "5": 1}, judge_cost="0.0123")
     for i, value in enumerate([2, 2, 4, 4, 4, 4, 4, 5]):
         EvalScore.objects.create(project=acme.project, evaluator_version=version, trace_id=f"trace-{i}", run=done,
                                  status="scored", value=value, comment=f"reason {i}")
-    EvalRun.objects.create(project=acme.project, evaluator_version=version, status="running", processed=3, total=10)
+    EvalRun.objects.create(project=acme.project, evaluator_version=version, status="running", processed=3, total=10,
+                           **window)
     owner = acme.users["owner"]
     owner.set_password("pw-for-tests-1234")
     owner.save()
