@@ -55,3 +55,13 @@ def test_an_uploaded_file_with_a_nul_character_is_refused_by_line(acme: Tenant) 
                            content_type="application/x-ndjson")
     assert response.status_code == 400, response.content
     assert "line 2: input contains a NUL character" in json.dumps(response.json())
+
+
+def test_usage_near_the_first_representable_day_is_answered_not_a_500(acme: Tenant) -> None:
+    """`to` a few days after 0001-01-01 with no `from`: the default window (30 days back) is cut at the
+    first representable day instead of overflowing (Schemathesis found the 500)."""
+    client = acme.client("owner")
+    answer = client.get(acme.url("usage/"), {"to": "0001-01-05"})
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["from"] == "0001-01-01"
+    assert client.get(acme.url("usage/"), {"to": "0001-01-05", "from": "0001-01-06"}).status_code == 400
