@@ -30,7 +30,7 @@ from tests.web.conftest import check_page, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 TRACES = 15
 CALL_COST = Decimal("0.00045")  # the stand-in's 50 prompt and 20 completion tokens at $3 and $15 a million
-JUDGE_LATENCY = 0.8  # s a judgement: 15 traces, 4 at a time, saved every 5: the bar has time to move
+JUDGE_LATENCY = 1.0  # s a judgement: 15 traces, 4 at a time, saved every 5: the bar has time to move
 #: Records every width the run's bar takes, across the reload that shows the scores (sessionStorage).
 RECORD_BAR = """(() => {
   const seen = () => JSON.parse(sessionStorage.getItem("bar") || "[]");
@@ -133,6 +133,9 @@ def test_evaluate_live_traces_write_the_report_then_a_call_on_the_dashboard(
         assert page.locator("[data-field=judge_cost]").inner_text() == money(TRACES * CALL_COST, "0.0001")
         judgements = [r for r in llm.requests if "You review" not in json.dumps(r)]
         assert len(judgements) == TRACES
+        in_langfuse = stack.langfuse.project(lf).scores.values()  # written back by the worker, once a trace
+        assert sorted(s.trace_id for s in in_langfuse) == sorted(ids)
+        assert {s.name for s in in_langfuse} == {"helpfulness"} and stack.langfuse.violations == []
 
         # (3) the report, written through the judge route by the worker
         page.get_by_label("Write through route").select_option("judge")
@@ -148,6 +151,7 @@ def test_evaluate_live_traces_write_the_report_then_a_call_on_the_dashboard(
         assert "Every fifth answer misses the point." in report and "Answers that miss the point" in report
         linked = [a.get_attribute("href") or "" for a in page.locator("#report a").all()]
         assert {h.rsplit("/", 1)[-1] for h in linked} == lowest, linked
+        assert len(llm.requests) == TRACES + 1  # one report call
         check_page(page, "live-run")
 
         # (4) the judge's calls and the report's are the project's usage (its service key); then a key
