@@ -6,8 +6,13 @@
 (function () {
   "use strict";
 
+  function tiny(v, below) {
+    return v !== 0 && Math.abs(v) < below;
+  }
+
   function fmt(v, unit) {
     if (v === null || v === undefined || isNaN(v)) return "—";
+    if (unit === "$" && tiny(v, 0.0001)) return "$" + v.toLocaleString("en-US", {maximumSignificantDigits: 2});
     if (unit === "$") return "$" + v.toLocaleString("en-US", {minimumFractionDigits: Math.abs(v) < 1 ? 4 : 2, maximumFractionDigits: Math.abs(v) < 1 ? 4 : 2});
     if (unit === "%") return v.toLocaleString("en-US", {minimumFractionDigits: 1, maximumFractionDigits: 1}) + "%";
     var digits = Number.isInteger(v) || unit === " ms" ? 0 : 2;
@@ -15,6 +20,8 @@
   }
 
   function tick(v, unit) {
+    // Ticks of sub-cent costs keep two significant digits ($0.00005, not $0.00 on every tick).
+    if (unit === "$" && tiny(v, 0.01)) return "$" + v.toLocaleString("en-US", {maximumSignificantDigits: 2});
     if (unit === "$") return "$" + v.toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 4});
     return v.toLocaleString("en-US", {maximumFractionDigits: 2}) + (unit === "%" ? "%" : unit);
   }
