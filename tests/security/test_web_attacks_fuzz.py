@@ -105,7 +105,6 @@ def call_all(client: Client, urls: list[str], values: tuple[str, ...] = HOSTILE)
     return failures
 
 
-@pytest.mark.xfail(strict=True, reason="R1-3: GET /switch/?org=%00 is a 500 (DataError from PostgreSQL)")
 @pytest.mark.django_db
 def test_hostile_values_in_every_form_field_and_query_parameter_never_make_a_500(
         acme: Tenant, langfuse_standin: Any) -> None:

@@ -7,6 +7,7 @@ that the token does not linger in the address bar, the history or a Referer."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from django.views import View
 
 from portal import accounts
 from portal.api.errors import validation_detail
+from portal.models import SLUG_VALIDATOR
 from portal.web.base import organizations_of
 
 SESSION_KEY = "invitation_token"
@@ -129,7 +131,9 @@ SWITCHABLE_SECTIONS = ("org", "keys", "routes", "credentials", "teams", "members
 @login_required
 def switch_organization(request: HttpRequest) -> HttpResponse:
     slug = request.GET.get("org", "")
-    org = organizations_of(request.user).filter(slug=slug if isinstance(slug, str) else "").first()
+    if not isinstance(slug, str) or not re.fullmatch(SLUG_VALIDATOR.regex, slug):
+        raise Http404  # never to the database: a NUL byte there is a DataError (a 500)
+    org = organizations_of(request.user).filter(slug=slug).first()
     if org is None:
         raise Http404
     section = request.GET.get("section", "")
