@@ -142,8 +142,8 @@ class EvaluatorsPage(ProjectPage):
         data, errors = evaluator_form_data(request.POST)
         form = {**request.POST.dict(), "labels": _lines(request.POST.get("labels", "")),
                 "pass_labels": _lines(request.POST.get("pass_labels", ""))}
-        if "preview" in request.POST:  # the editor's preview without JavaScript
-            return self.listing(form=form, errors=errors, show_preview=True)
+        if "preview" in request.POST:  # the editor's preview without JavaScript (managers only, as the JSON one)
+            return self.listing(form=form, errors=errors, show_preview=self.manages())
         if errors:
             return self.listing(form=form, errors=errors)
         serializer = EvaluatorSerializer(data=data, context=self.parent_context())
@@ -194,8 +194,8 @@ class EvaluatorPage(ProjectPage):
             data = {"archived": request.POST["archived"] == "true"}
         form = {**request.POST.dict(), "labels": _lines(request.POST.get("labels", "")),
                 "pass_labels": _lines(request.POST.get("pass_labels", ""))}
-        if "preview" in request.POST:
-            return self.detail(form=form, errors=errors, show_preview=True)
+        if "preview" in request.POST:  # managers only: it fetches a trace from Langfuse
+            return self.detail(form=form, errors=errors, show_preview=self.manages())
         if errors:
             return self.detail(form=form, errors=errors)
         serializer = EvaluatorSerializer(evaluator, data=data, partial=True, context=self.parent_context())
