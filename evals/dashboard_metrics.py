@@ -5,8 +5,9 @@
 mean of each numeric score per day, over a window of UTC days. `refresh` runs it and stores the
 answer under the project and window (`cached` reads it back); a failed fetch keeps the last good
 answer and records the error beside it. `request_refresh` queues the task at most once a
-minute per project and window (a Redis `SET NX` marker), so neither reloads nor the refresh
-button can flood a tenant's Langfuse. The schedule (portal/schedule.py) refreshes the default
+minute per project and window (a Redis `SET NX` marker), and at most PROJECT_REFRESHES_PER_GUARD
+windows per project a minute (a counter), so neither reloads nor the refresh button can flood a
+tenant's Langfuse or the evals queue. The schedule (portal/schedule.py) refreshes the default
 window of every enabled connection.
 
 Layout (Redis, JSON values): `portal:lf-metrics:v1:<project id>:<start>:<end>` the answer,
@@ -32,6 +33,7 @@ PREFIX = "portal:lf-metrics:v1"
 CACHE_SECONDS = 7 * 86400  # an answer is kept this long; it is shown with its age
 STALE_SECONDS = 900  # a page older than this asks for a refresh (the schedule's period too)
 QUEUE_GUARD_SECONDS = 60
+PROJECT_REFRESHES_PER_GUARD = 5  # windows one project may queue per QUEUE_GUARD_SECONDS
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
@@ -144,9 +146,20 @@ def refresh(project_id: int, start: dt.date, end: dt.date) -> dict[str, Any] | N
 
 
 def request_refresh(project_id: int, start: dt.date, end: dt.date) -> bool:
-    """Queue a refresh unless one was queued in the last minute; True when this call queued it."""
+    """Queue a refresh unless one was queued in the last minute for this window, or the project has
+    queued `PROJECT_REFRESHES_PER_GUARD` windows in that minute already (a custom range is any pair of
+    days: without this a reload per window, even a viewer's, queued a task each); True when this call
+    queued it."""
+    client = redis_client()
     marker = f"{_key(project_id, start, end)}:queued"
-    if not redis_client().set(marker, "1", nx=True, ex=QUEUE_GUARD_SECONDS):
+    if not client.set(marker, "1", nx=True, ex=QUEUE_GUARD_SECONDS):
+        return False
+    budget = f"{PREFIX}:{project_id}:refreshes"
+    count = client.incr(budget)
+    if count == 1 or client.ttl(budget) < 0:  # a budget that lost its expiry would refuse for ever
+        client.expire(budget, QUEUE_GUARD_SECONDS)
+    if count > PROJECT_REFRESHES_PER_GUARD:
+        client.delete(marker)
         return False
     try:
         refresh_metrics.delay(project_id, start.isoformat(), end.isoformat())

@@ -92,8 +92,6 @@ def test_a_member_who_does_not_manage_the_team_makes_the_portal_call_no_langfuse
             assert len(langfuse_standin.requests) == before, url
 
 
-@pytest.mark.xfail(strict=True, reason="R1-1: the Langfuse refresh guard is per project and window, so a viewer "
-                                       "queues one task per custom window it asks for")
 @pytest.mark.django_db
 def test_a_viewer_cannot_flood_the_evals_queue_by_reloading_the_dashboard_with_new_ranges(
         acme: Tenant, langfuse_standin: Any) -> None:
