@@ -79,7 +79,8 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
 
 def check_page(page: Any, name: str) -> None:
     """axe-core finds no serious or critical violation, and the page is saved at 1280x800 and
-    at 390x844 (`<name>.png`, `<name>-phone.png`). The viewport is restored afterwards."""
+    at 390x844 (`<name>.png`, `<name>-phone.png`), where axe-core runs again. The viewport is
+    restored afterwards."""
     violations = axe_violations(page)
     assert not violations, [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:5]) for v in violations]
     size = page.viewport_size
@@ -89,7 +90,9 @@ def check_page(page: Any, name: str) -> None:
     page.set_viewport_size(PHONE)
     settle(page)  # charts redraw at the new width on the next frames (ResizeObserver)
     page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
+    phone = axe_violations(page)  # the phone layout is another layout: stacked tables, wrapped rows
     page.set_viewport_size(size)
+    assert not phone, ("at 390x844", [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:5]) for v in phone])
 
 
 def settle(page: Any) -> None:
