@@ -79,9 +79,11 @@ def bar_chart(points: Sequence[tuple[str, float]], *, unit: str = "", title: str
 
 
 def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *, unit: str = "", title: str = "",
-               height: int = 200, links: Mapping[str, str] | None = None) -> SafeString:
+               height: int = 200, links: Mapping[str, str] | None = None,
+               colors: Mapping[str, str] | None = None) -> SafeString:
     """One line per series; the x axis is the union of the series' labels in first-seen order
-    (a series without a point at a label has a gap there)."""
+    (a series without a point at a label has a gap there). `colors` sets a series' colour by name
+    (errors in the palette's red); the others take the palette's in turn."""
     labels: list[str] = []
     seen: set[str] = set()
     for points in series.values():
@@ -93,5 +95,5 @@ def line_chart(series: Mapping[str, Sequence[tuple[str, float | None]]], *, unit
     for i, (name, points) in enumerate(series.items()):
         by_label = {str(label): (None if value is None else float(value)) for label, value in points}
         datasets.append({"label": str(name), "data": [by_label.get(label) for label in labels],
-                         "color": PALETTE[i % len(PALETTE)]})
+                         "color": (colors or {}).get(str(name), PALETTE[i % len(PALETTE)])})
     return _chart("line", labels, datasets, unit=unit, title=title, height=height, links=links)

@@ -61,3 +61,8 @@ def test_the_vendored_library_is_the_file_scripts_vendor_static_sh_recorded() ->
     for _name, _version, _integrity, file, digest in rows:
         assert hashlib.sha256((vendor / file).read_bytes()).hexdigest() == digest
         assert "MIT License" in (vendor / file.replace(".min.js", ".LICENSE.md")).read_text()
+
+
+def test_a_series_can_be_given_its_colour() -> None:
+    data = _data(charts.line_chart({"requests": [("a", 1.0)], "errors": [("a", 0.0)]}, colors={"errors": "#b42318"}))
+    assert [d["color"] for d in data["datasets"]] == [charts.PALETTE[0], "#b42318"]

@@ -24,6 +24,7 @@ from portal.web.base import PROJECT, OrgPage
 from portal.web.dashboards.ranges import PRESETS, chosen_range
 
 log = logging.getLogger(__name__)
+ERROR_RED = "#b42318"  # errors are drawn in the stylesheet's --bad colour, not the palette's green
 UNAVAILABLE = (redis.RedisError, OperationalError)  # the cache's Redis, or the broker the task goes through
 
 
@@ -57,14 +58,14 @@ def usage_charts(days: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "requests_chart": charts.line_chart({"requests": series("requests"), "errors": series("errors")},
-                                            title="Requests and errors per day"),
+                                            title="Requests and errors per day", colors={"errors": ERROR_RED}),
         "cost_chart": charts.bar_chart([(d["day"], d["cost"]) for d in days], unit="$", title="Cost per day"),
         "tokens_chart": charts.line_chart({"prompt": series("prompt_tokens"), "completion": series("completion_tokens")},
                                           title="Tokens per day"),
         "latency_chart": charts.line_chart({"p50": series("p50_ms"), "p95": series("p95_ms")}, unit=" ms",
                                            title="Latency per day"),
         "error_rate_chart": charts.line_chart({"error rate": series("error_rate", 100.0)}, unit="%",
-                                              title="Error rate per day"),
+                                              title="Error rate per day", colors={"error rate": ERROR_RED}),
     }
 
 
