@@ -38,6 +38,7 @@ def test_credential_route_test_key_copy_and_a_call_through_the_real_gateway(
         page.goto(f"{base}/keys/")
         page.click("header nav >> text=Credentials")
         page.click("#add-credential >> text=OpenAI-compatible")
+        check_page(page, "credential-new")
         page.fill("#name", "acme-standin")
         page.fill("#settings-api_base", f"{llm.url}/v1")
         page.fill("#secrets-api_key", "sk-standin-secret")
@@ -146,6 +147,8 @@ def test_a_member_sees_only_its_teams_keys_and_cannot_rotate_others(
                   [f"/orgs/{acme.org.slug}/keys/{teammate.pk}/rotate/",
                    next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")])
     page.wait_for_selector("text=Not allowed")
+    assert page.title().startswith("Not allowed")
+    check_page(page, "not-allowed")
     teammate.refresh_from_db()
     assert teammate.rotated_at is None
 
