@@ -38,9 +38,12 @@ class OrgPage(TenantViewMixin, View):
         try:
             self.enter_tenant(request, kwargs, safe=request.method in SAFE_METHODS, action=method)
             return super().dispatch(request, *args, **kwargs)
-        except PermissionDenied as exc:
-            return render(request, "web/error.html", {"title": "Not allowed", "message": str(exc),
-                                                      "actor": getattr(self, "actor", None)}, status=403)
+        except PermissionDenied as exc:  # a member with too low a role: the page keeps its navigation
+            actor = getattr(self, "actor", None)
+            org = getattr(self, "organization", None) if actor is not None else None
+            return render(request, "web/error.html", {"title": "Not allowed", "message": str(exc), "actor": actor,
+                                                      "org": org, "orgs": organizations_of(request.user) if org else []},
+                          status=403)
 
     def page(self, template: str, *, http_status: int = 200, **context: Any) -> HttpResponse:
         """The template with the actor, the organization and the user's organizations (the switcher)."""
