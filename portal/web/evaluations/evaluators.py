@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 
 from django.contrib import messages
@@ -83,7 +84,8 @@ def sample_trace(conn: LangfuseConnection | None, trace_id: str = "") -> tuple[d
     for), and where it came from. Cached briefly: the preview re-renders on every keystroke."""
     if conn is None or not conn.enabled:
         return EXAMPLE_TRACE, "an example trace (the project has no Langfuse connection)"
-    key = f"evals:preview-trace:{conn.pk}:{conn.updated_at.timestamp()}:{trace_id[:100]}"
+    asked = hashlib.sha256(trace_id.encode()).hexdigest()  # the id is user input: never raw in a cache key
+    key = f"evals:preview-trace:{conn.pk}:{conn.updated_at.timestamp()}:{asked}"
     cached = cache.get(key)
     if cached is not None:
         return cached
