@@ -110,7 +110,13 @@ def generate(report_id: int) -> EvalReport:
             report.route.name, [{"role": "user", "content": prompt}], purpose="report", temperature=0,
             max_tokens=2000)
         report.cost = Decimal(str(answer.cost))
-        data = extract_json(answer.content)
+        try:
+            data = extract_json(answer.content)
+        except ValueError:  # json's own message ("Expecting value: line 1 column 1") says nothing to a user
+            raise ValueError("The route's answer was not the report's JSON: pick a route whose model follows "
+                             "the report prompt (a judge-grade model).") from None
+        if not isinstance(data, dict):
+            raise ValueError("The route's answer was JSON but not the report's object.")
         groups = clean_groups(data, {s.trace_id for s in scores})
         if not groups:
             raise ValueError("The answer had no failure pattern linked to traces of the run.")

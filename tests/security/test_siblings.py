@@ -340,8 +340,13 @@ def test_a_run_that_crashes_ends_failed_instead_of_running_for_hours(acme: Tenan
     assert run.error == "The run stopped on an unexpected error (it is logged); nothing more was scored."
 
 
-def test_a_report_whose_answer_has_the_wrong_shape_fails_instead_of_running_forever(acme: Tenant,
-                                                                                   monkeypatch: Any) -> None:
+@pytest.mark.parametrize(("content", "said"), [
+    ('{"groups": [{"pattern": "p", "suggestion": "s", "trace_ids": 7}]}', "no failure pattern"),
+    ("Sure! Here are the patterns I found.", "not the report's JSON: pick a route"),  # not json's own words
+    ("[1, 2]", "JSON but not the report's object"),
+])
+def test_a_report_whose_answer_has_the_wrong_shape_fails_instead_of_running_forever(
+        acme: Tenant, monkeypatch: Any, content: str, said: str) -> None:
     """The report's model reads the traces' text (the tenant's users write it): an answer whose trace_ids
     is a number raised on the worker and left the report `running` for good (no reaper looks at reports)."""
     from evals.gateway_client import Completion
@@ -353,8 +358,7 @@ def test_a_report_whose_answer_has_the_wrong_shape_fails_instead_of_running_fore
             pass
 
         def chat(self, *args: Any, **kwargs: Any) -> Completion:
-            return Completion('{"groups": [{"pattern": "p", "suggestion": "s", "trace_ids": 7}]}', None, 0.01, 5.0,
-                              "t", 1, 1)
+            return Completion(content, None, 0.01, 5.0, "t", 1, 1)
 
     monkeypatch.setattr(reports, "GatewayClient", Model)
     monkeypatch.setattr(reports, "service_key", lambda project: "sk-test")
@@ -365,7 +369,8 @@ def test_a_report_whose_answer_has_the_wrong_shape_fails_instead_of_running_fore
     report = EvalReport.objects.create(run=run, route=acme.route)
     reports.generate(report.pk)
     report.refresh_from_db()
-    assert report.status == RunStatus.FAILED and "no failure pattern" in report.error, (report.status, report.error)
+    assert report.status == RunStatus.FAILED and said in report.error, (report.status, report.error)
+    assert "Expecting value" not in report.error
 
 
 # Foreign ids in request bodies, other teams' projects, key-scoped tokens (checked: safe) -----------
