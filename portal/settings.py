@@ -132,6 +132,14 @@ PORTAL_PUBLIC_URL = env.str("PORTAL_PUBLIC_URL", default="http://127.0.0.1:8000"
 # How long an invitation link works; a resend makes a new link (the old one stops working).
 INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
 PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 3600)
+# Failed sign-ins allowed per account and per client address, and password-reset e-mails per account and
+# per address, within a window (portal/throttle.py). The address is REMOTE_ADDR: behind a proxy, have it
+# set the client's address there (e.g. gunicorn --forwarded-allow-ips with the proxy's address).
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=10)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=50)
+PASSWORD_RESETS_PER_ACCOUNT = env.int("PASSWORD_RESETS_PER_ACCOUNT", default=3)
+PASSWORD_RESETS_PER_ADDRESS = env.int("PASSWORD_RESETS_PER_ADDRESS", default=20)
+THROTTLE_WINDOW_SECONDS = env.int("THROTTLE_WINDOW_SECONDS", default=900)
 
 # Single sign-on through OpenID Connect (mozilla-django-oidc; portal/web/accounts/oidc.py). Offered
 # on the sign-in page when OIDC_RP_CLIENT_ID is set; the provider's endpoints are then required.

@@ -21,7 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse, reverse_lazy
 from django.views import View
 
-from portal import accounts
+from portal import accounts, throttle
 from portal.api.errors import validation_detail
 from portal.models import SLUG_VALIDATOR
 from portal.web.base import organizations_of
@@ -93,6 +93,46 @@ class SignIn(auth_views.LoginView):
         failed = self.request.GET.get("sso") == "failed"
         return super().get_context_data(sso=sso_configured(), sso_failed=failed, **kwargs)
 
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Refused (429) while the account or the address has too many recent failures, before the
+        password is even checked: a guess in that time tells nothing."""
+        who = (request.POST.get("username") or "")[:254]
+        wait = max(throttle.wait_seconds(login_limits()[0], who),
+                   throttle.wait_seconds(login_limits()[1], client_address(request)))
+        if wait:
+            form = self.get_form_class()(request)
+            response = self.render_to_response(self.get_context_data(form=form, throttled=-(-wait // 60)))
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        who = (self.request.POST.get("username") or "")[:254]
+        throttle.count(login_limits()[0], who)
+        throttle.count(login_limits()[1], client_address(self.request))
+        return super().form_invalid(form)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        throttle.forget(login_limits()[0], (self.request.POST.get("username") or "")[:254])
+        return super().form_valid(form)
+
+
+def client_address(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def login_limits() -> tuple[throttle.Limit, throttle.Limit]:
+    window = settings.THROTTLE_WINDOW_SECONDS
+    return (throttle.Limit("login-account", settings.LOGIN_FAILURES_PER_ACCOUNT, window),
+            throttle.Limit("login-address", settings.LOGIN_FAILURES_PER_ADDRESS, window))
+
+
+def reset_limits() -> tuple[throttle.Limit, throttle.Limit]:
+    window = settings.THROTTLE_WINDOW_SECONDS
+    return (throttle.Limit("reset-account", settings.PASSWORD_RESETS_PER_ACCOUNT, window),
+            throttle.Limit("reset-address", settings.PASSWORD_RESETS_PER_ADDRESS, window))
+
 
 # Password reset: Django's views; the links in the e-mail are built from PORTAL_PUBLIC_URL (never the Host header).
 RESET_TEMPLATES = {"email_template_name": "registration/password_reset_email.txt",
@@ -106,6 +146,14 @@ class PasswordReset(auth_views.PasswordResetView):
     subject_template_name = RESET_TEMPLATES["subject_template_name"]
 
     def form_valid(self, form: Any) -> HttpResponse:
+        """Over the limits, no e-mail is sent, but the page says the same as always (whether an
+        account exists, or was throttled, is not told)."""
+        email, address = form.cleaned_data["email"], client_address(self.request)
+        account, per_address = reset_limits()
+        if throttle.wait_seconds(account, email) or throttle.wait_seconds(per_address, address):
+            return redirect(self.get_success_url())
+        throttle.count(account, email)
+        throttle.count(per_address, address)
         self.extra_email_context = {"base_url": settings.PORTAL_PUBLIC_URL}
         return super().form_valid(form)
 
