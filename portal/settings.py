@@ -134,7 +134,7 @@ INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
 PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 3600)
 # Failed sign-ins allowed per account and per client address, and password-reset e-mails per account and
 # per address, within a window (portal/throttle.py). The address is REMOTE_ADDR: behind a proxy, have it
-# set the client's address there (e.g. gunicorn --forwarded-allow-ips with the proxy's address).
+# give the client's address there (the PROXY protocol: gunicorn --proxy-protocol --proxy-allow-from).
 LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=10)
 LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=50)
 PASSWORD_RESETS_PER_ACCOUNT = env.int("PASSWORD_RESETS_PER_ACCOUNT", default=3)
