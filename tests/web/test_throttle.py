@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import redis
-from django.conf import settings
 from django.core import mail
 from django.test import Client
 
