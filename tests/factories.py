@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.test import APIClient
 
 from gateway.models import ModelRoute, ProviderCredential, VirtualKey
@@ -17,6 +18,14 @@ from portal.models import Membership, Organization, OrgRole, Project, Team, Team
 
 User = get_user_model()
 ROLES = ("owner", "admin", "team_admin", "member", "viewer")
+
+
+def web_client(t: Tenant, role: str) -> Client:
+    """A web client signed in as the tenant's user of `role` (the session, not a password: hashing one
+    costs about a second here, and signing in has its own tests)."""
+    client = Client()
+    client.force_login(t.users[role])
+    return client
 
 
 def api(token: str | None = None) -> APIClient:

@@ -22,6 +22,7 @@ from portal import services
 from portal.access import actor_for_user, system_actor
 from portal.models import ApiToken, Project, TeamRole
 from tests.factories import Evals, Tenant, api, make_evals
+from tests.factories import web_client as web_login
 
 pytestmark = pytest.mark.django_db
 
@@ -463,13 +464,6 @@ def test_singletons_of_another_organization_are_not_found(world: World) -> None:
 # Web pages ------------------------------------------------------------------------------------------
 
 
-def web_login(t: Tenant, role: str) -> Client:
-    client = Client()
-    user = t.users[role]
-    user.set_password("pw-for-tests-1234")
-    user.save()
-    assert client.login(username=user.username, password="pw-for-tests-1234")
-    return client
 
 
 def test_web_pages_with_foreign_ids_are_not_found(world: World) -> None:

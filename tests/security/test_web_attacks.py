@@ -21,14 +21,11 @@ from portal import services
 from portal.access import system_actor
 from portal.models import ApiToken, Invitation, Membership, OrgRole, Project, Team, TeamMembership, TeamRole
 from tests.factories import Tenant, connect_langfuse
+from tests.factories import web_client as login
 
 PASSWORD = "pw-for-tests-1234"
 
 
-def login(t: Tenant, role: str) -> Client:
-    client = Client()
-    client.force_login(t.users[role])
-    return client
 
 
 def org_url(t: Tenant, path: str = "") -> str:

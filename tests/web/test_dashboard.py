@@ -17,15 +17,7 @@ from evals import dashboard_metrics
 from evals.models import LangfuseConnection
 from gateway import usage
 from tests.factories import Tenant, connect_langfuse
-
-
-def login(t: Tenant, role: str) -> Client:
-    client = Client()
-    user = t.users[role]
-    user.set_password("pw-for-tests-1234")
-    user.save()
-    assert client.login(username=user.username, password="pw-for-tests-1234")
-    return client
+from tests.factories import web_client as login
 
 
 def dashboard(t: Tenant, query: str = "") -> str:

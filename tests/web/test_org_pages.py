@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.core import mail
-from django.test import Client
 
 from evals.models import LangfuseConnection
 from gateway.models import VirtualKey
@@ -16,16 +15,9 @@ from portal import services
 from portal.access import actor_for_user, system_actor
 from portal.models import AuditLogEntry, Invitation, Membership, Project, Team, TeamMembership
 from tests.factories import Tenant
+from tests.factories import web_client as login
 from tests.langfuse_standin import LangfuseStandin
 from tests.langfuse_standin.fixtures import PUBLIC_KEY, SECRET_KEY
-
-
-def login(t: Tenant, role: str) -> Client:
-    """A client signed in as the tenant's user of `role` (the session, not a password: hashing one costs
-    about a second here, and signing in has its own tests)."""
-    client = Client()
-    client.force_login(t.users[role])
-    return client
 
 
 def org_url(t: Tenant, path: str = "") -> str:

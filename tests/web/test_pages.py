@@ -12,15 +12,7 @@ from django.test import Client
 from gateway import usage
 from gateway.models import VirtualKey
 from tests.factories import Tenant
-
-
-def login(t: Tenant, role: str) -> Client:
-    client = Client()
-    user = t.users[role]
-    user.set_password("pw-for-tests-1234")
-    user.save()
-    assert client.login(username=user.username, password="pw-for-tests-1234")
-    return client
+from tests.factories import web_client as login
 
 
 @pytest.mark.django_db
