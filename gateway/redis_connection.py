@@ -1,5 +1,6 @@
 """The Redis the portal shares with the gateway (its state documents, spend
-counters and usage stream): one client per thread and URL."""
+counters and usage stream): one client per thread and URL, a plain Redis or
+one behind Sentinel (`gateway.plugin.redisconn`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 
 import redis
 from django.conf import settings
+
+from gateway.plugin import redisconn
 
 _local = threading.local()
 
@@ -17,7 +20,7 @@ def redis_client() -> redis.Redis:
         clients = _local.redis = {}
     client = clients.get(settings.REDIS_URL)
     if client is None:
-        client = clients[settings.REDIS_URL] = redis.Redis.from_url(
+        client = clients[settings.REDIS_URL] = redisconn.from_url(
             settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2,
             health_check_interval=30)
     return client

@@ -1,6 +1,8 @@
 """The plugin's process-wide state: Redis clients, an in-process cache of the
 documents the portal pushed, kept fresh by the portal's pub/sub events, and
-the hot swap of LiteLLM's model list.
+the hot swap of LiteLLM's model list. Its Redis calls are where the
+gateway's Redis metrics are taken (`metrics`: the reservation and settlement
+round trips, errors by operation).
 
 Standard library, `redis` and `litellm` only: this runs inside the stock
 LiteLLM proxy."""
@@ -20,7 +22,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from gateway.plugin import contract, sealed
+from gateway.plugin import contract, metrics, redisconn, sealed
 
 log = logging.getLogger("portal.gateway")
 
@@ -32,6 +34,8 @@ NEGATIVE_CACHE_MAX = int(os.environ.get("PORTAL_GATEWAY_NEGATIVE_CACHE_MAX", "10
 # A silently dropped connection to Redis is noticed within ~25 s (then everything cached is dropped).
 KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 MISSING = object()
+SCRIPT_OPERATIONS = {contract.RESERVE: "reserve", contract.SETTLE: "settle", contract.RELEASE: "release",
+                     contract.HELD_ESTIMATE: "held_estimate"}  # the `operation` label of Redis errors
 
 
 class DocumentCache:
@@ -95,7 +99,7 @@ class DocumentCache:
 class GatewayState:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
-        self.r = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2,
+        self.r: aioredis.Redis = redisconn.async_from_url(redis_url, decode_responses=True, socket_timeout=2,
                                          socket_connect_timeout=2, health_check_interval=10, retry_on_timeout=True)
         self.cache = DocumentCache()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -115,14 +119,33 @@ class GatewayState:
         if cached is not MISSING:
             return cached
         generation = self.cache.generation
-        raw = await self.r.get(name)
+        try:
+            raw = await self.r.get(name)
+        except (redis.RedisError, OSError):
+            metrics.redis_error("read")
+            raise
         value = json.loads(raw) if raw else None
         self.cache.put(name, value, generation)
         return value
 
     async def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA a Lua script, loading it when Redis does not know it (first
-        use, or after a restart emptied its script cache)."""
+        """EVALSHA a Lua script (timed: reservations and settlements)."""
+        operation = SCRIPT_OPERATIONS.get(source, "script")
+        started = time.perf_counter()
+        try:
+            result = await self._run(source, keys, args)
+        except (redis.RedisError, OSError):
+            metrics.redis_error(operation)
+            raise
+        if operation == "reserve":
+            metrics.reserved(time.perf_counter() - started)
+        elif operation == "settle":
+            metrics.settled(time.perf_counter() - started)
+        return result
+
+    async def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Load the script when Redis does not know it (first use, or after a
+        restart emptied its script cache)."""
         sha = self._scripts.get(source)
         if sha is not None:
             try:
@@ -136,7 +159,11 @@ class GatewayState:
     async def state_loaded(self) -> bool:
         """Whether the portal has pushed its state into this Redis (after a
         Redis restart without persistence, it has not, until it re-pushes)."""
-        return bool(await self.r.exists(contract.EPOCH))
+        try:
+            return bool(await self.r.exists(contract.EPOCH))
+        except (redis.RedisError, OSError):
+            metrics.redis_error("read")
+            raise
 
     # Events ------------------------------------------------------------
 
@@ -153,7 +180,7 @@ class GatewayState:
     def _listen(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
-            client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_connect_timeout=2,
+            client = redisconn.from_url(self.redis_url, decode_responses=True, socket_connect_timeout=2,
                                           socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -170,6 +197,7 @@ class GatewayState:
                         break
             except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
+                metrics.redis_error("events")
                 log.warning("gateway events: Redis unreachable (%s); retrying", type(exc).__name__)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -231,6 +259,8 @@ class GatewayState:
 
 def _log_failure(future: Any) -> None:
     exc = future.exception()
+    if isinstance(exc, (redis.RedisError, OSError)):
+        metrics.redis_error("models")
     if exc is not None:
         log.error("gateway: could not apply the model list: %s: %s", type(exc).__name__, exc)
 
