@@ -120,6 +120,7 @@ class ManagedBackend:
             self.push_key(key_id)
         self.push_models()
         self.restore_spend()
+        self.r.set(contract.CONTRACT, contract.contract_document(timezone.now().timestamp()))  # read by the plugin
         self.r.set(contract.EPOCH, str(timezone.now().timestamp()))
         self._publish("reset", 0)
 
@@ -194,6 +195,11 @@ class ManagedBackend:
     def drift(self) -> list[str]:
         """What differs between the database and Redis, one line each."""
         problems = []
+        raw = self.r.get(contract.CONTRACT)
+        have = contract.contract_version(raw)
+        if (raw is not None or self.state_loaded()) and have != contract.CONTRACT_VERSION:
+            problems.append(f"contract {contract.CONTRACT}: Redis has version {have}, the portal speaks "
+                            f"{contract.CONTRACT_VERSION} (a full push writes it)")
         for name, want in self.expected().items():
             raw = self.r.get(name)
             if raw is None:

@@ -29,7 +29,8 @@ def startup_hooks(existing: str = "") -> str:
 
 def install() -> None:
     """Install the guard and the plugin's routes into LiteLLM's app; a second call does nothing."""
-    from gateway.plugin import guard, routes
+    from gateway.plugin import guard, routes, version
 
     routes.install()
     guard.install()
+    version.install()  # the health route and the contract check, in front of the guard

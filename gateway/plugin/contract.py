@@ -23,16 +23,30 @@ Version 1, under a prefix (default `llmp`):
 
 Every document is JSON with a "v" field; a write only replaces a document
 with a lower "v" (see SET_IF_NEWER), so pushes that race never go back in time.
+
+Outside the versioned prefix, so that a plugin of any release finds it:
+
+  {p}:contract              -> {"version": CONTRACT_VERSION, "written_at": epoch}, written by the
+                               portal's full push; the plugin serves only a contract version in
+                               [CONTRACT_OLDEST, CONTRACT_VERSION] (`gateway.plugin.version`)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 
 SCHEMA_VERSION = 1
 PREFIX = os.environ.get("GATEWAY_REDIS_PREFIX", "llmp")
 BASE = f"{PREFIX}:v{SCHEMA_VERSION}"
+
+# The contract: this layout and the documents' meaning. Raise CONTRACT_VERSION with any change an
+# older plugin would misread (a new restriction in a document, a moved key); CONTRACT_OLDEST is the
+# oldest portal contract this plugin still serves correctly.
+CONTRACT_VERSION = 1
+CONTRACT_OLDEST = 1
+CONTRACT = f"{PREFIX}:contract"
 
 EVENTS = f"{BASE}:events"
 EPOCH = f"{BASE}:epoch"  # set by a full push; missing after a Redis restart without persistence
@@ -41,6 +55,40 @@ MODELS = f"{BASE}:models"
 USAGE_STREAM = f"{BASE}:usage"
 USAGE_GROUP = "portal"
 ALERTS_STREAM = f"{BASE}:alerts"
+
+
+def contract_document(now: float) -> str:
+    """What the portal's full push writes under CONTRACT."""
+    return json.dumps({"version": CONTRACT_VERSION, "written_at": round(now, 3)}, separators=(",", ":"))
+
+
+def contract_version(raw: str | bytes | None) -> int | None:
+    """The version in a contract record (None: no record, or not one)."""
+    if raw is None:
+        return None
+    try:
+        version = json.loads(raw)["version"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def contract_problem(raw: str | bytes | None) -> str | None:
+    """Why a plugin speaking this contract must not serve the state the portal wrote (None: it may).
+    No record yet (the portal has not pushed) is not a problem: there is nothing to misread."""
+    if raw is None:
+        return None
+    version = contract_version(raw)
+    if version is None:
+        return f"the contract record in Redis ({CONTRACT}) cannot be read: run `manage.py gateway_sync` on the portal"
+    if version > CONTRACT_VERSION:
+        return (f"the portal speaks contract version {version}, this gateway's plugin only {CONTRACT_OLDEST} to "
+                f"{CONTRACT_VERSION}: upgrade the gateway (the plugin mounted from gateway/plugin) to the portal's "
+                "release and restart it")
+    if version < CONTRACT_OLDEST:
+        return (f"the portal speaks contract version {version}, this gateway's plugin needs {CONTRACT_OLDEST} to "
+                f"{CONTRACT_VERSION}: upgrade the portal, then run `manage.py gateway_sync`")
+    return None
 
 
 def hash_doc(sha256_hex: str) -> str:

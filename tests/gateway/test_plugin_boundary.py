@@ -68,9 +68,10 @@ before = guard.installed()
 gateway.plugin.install()
 gateway.plugin.install()
 ours = [r.path for r in app.router.routes if getattr(r, "endpoint", None) is routes.model_info]
+stack = app.build_middleware_stack()  # version.Front (health, contract) around guard.Guard, each once
 print(json.dumps({"before": before, "after": guard.installed(), "guarded": app._portal_guard, "routes": ours,
-                  "stack_wrapped_once": app.build_middleware_stack().__class__.__name__ == "Guard"
-                  and app.build_middleware_stack().app.__class__.__name__ != "Guard"}))
+                  "stack_wrapped_once": stack.__class__.__name__ == "Front" and stack.app.__class__.__name__ == "Guard"
+                  and stack.app.app.__class__.__name__ not in ("Front", "Guard")}))
 """
 
 
