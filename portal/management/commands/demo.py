@@ -130,7 +130,7 @@ class Command(BaseCommand):
             Proc("worker", [python, "-m", "celery", "-A", "portal", "worker", "-Q", "sync,usage,evals", "-c", "3",
                             "--loglevel", "INFO", "-n", "demo@%h"], stop_signal=signal.SIGQUIT),
             Proc("beat", [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO",
-                          "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]),
+                          "--scheduler", "portal.ops.beat:HeartbeatScheduler"]),  # doctor reads its heartbeat
         ]
 
     def handle(self, *args: Any, web_port: int, gateway_port: int, langfuse_port: int, **options: Any) -> None:
