@@ -115,6 +115,15 @@ class KeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedView
     def get_serializer_class(self) -> Any:
         return s.KeyUpdateSerializer if self.action == "partial_update" else s.KeySerializer
 
+    STATUS_ACTIONS = frozenset({"revoke", "block", "unblock"})
+
+    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.action in self.STATUS_ACTIONS:
+            # The status services lock the key and load its relations themselves (their answer is built
+            # from that): here only whether the actor may see it, in one query.
+            return queryset.select_related(None).prefetch_related(None)
+        return queryset
+
     def _issued(self, issued: keys.IssuedKey, code: int) -> Response:
         issued.key.plaintext = issued.plaintext  # type: ignore[attr-defined]
         issued.key.cline = issued.cline  # type: ignore[attr-defined]

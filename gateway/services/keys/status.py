@@ -10,15 +10,23 @@ from django.utils import timezone
 
 from gateway import changes
 from gateway.models import KeyStatus, VirtualKey
-from gateway.services.keys.rules import check_may_write, key_state, locked
+from gateway.services.keys.rules import check_may_write, key_state
 from portal import audit
 from portal.access import Actor
 from portal.exceptions import Conflict
 
 
+def _locked(key: VirtualKey) -> VirtualKey:
+    """The key locked for the change, with what the audit snapshots and the API's answer read (its
+    routes, owner and creator) loaded alongside: a revocation, whose push the proxies wait for, makes
+    two queries here instead of six."""
+    return (VirtualKey.objects.select_for_update(of=("self",)).select_related("project", "owner", "created_by")
+            .prefetch_related("allowed_routes").get(pk=key.pk))
+
+
 def _set_status(actor: Actor, key: VirtualKey, status: str, action: str, *, admin_only: bool,
                 reason: str | None = None) -> VirtualKey:
-    key = locked(key)
+    key = _locked(key)
     check_may_write(actor, team_id=key.team_id, owner_id=key.owner_id, admin_only=admin_only)
     if key.status == status:
         return key
