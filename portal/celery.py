@@ -5,11 +5,20 @@ seeded by `manage.py seed_beat`. The usage consumer: started by the worker,
 below."""
 
 import os
+import sys
+from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_ready
 
+from portal.config import load_settings_or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+if Path(sys.argv[0]).name == "celery" or sys.argv[0].endswith("celery/__main__.py"):
+    # The celery command (worker, beat, inspect): a missing or malformed setting is one line on stderr and
+    # exit 2 before Celery starts, not a traceback. Imported by anything else (manage.py, the WSGI app), the
+    # settings stay lazy and that entry point reports the error.
+    load_settings_or_exit(2)
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

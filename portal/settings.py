@@ -1,31 +1,30 @@
-"""Settings for the LLMOps portal, read from the environment (or `.env`).
+"""Settings for the LLMOps portal, read from the environment (or an env file: `.env`,
+`PORTAL_ENV_FILE`, or the demo's `var/demo.env`; the order is in portal/config.py).
 
 Every variable is listed, with a comment, in `.env.example`. One module serves
-the demo, the tests and production: they differ only in their environment.
+the demo, the tests and production: they differ only in their environment. A
+missing or malformed variable is a `SettingError`: one line naming it and where to set it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from pathlib import Path
 from typing import Any
 
-import environ
-from django.core.exceptions import ImproperlyConfigured
+from cryptography.fernet import Fernet
+from csp.constants import NONE, SELF
+
+from portal.config import Env
+from portal.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
-_env_file = os.environ.get("PORTAL_ENV_FILE", str(BASE_DIR / ".env"))
-if os.path.isfile(_env_file):
-    env.read_env(_env_file)
+env = Env(BASE_DIR)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
-if not SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY is not set; see .env.example")
+SECRET_KEY = env.required("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -33,7 +32,14 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # be rotated by putting a new one in front.
 PORTAL_ENCRYPTION_KEYS = env.list("PORTAL_ENCRYPTION_KEYS", default=[])
 if not PORTAL_ENCRYPTION_KEYS:
-    raise ImproperlyConfigured("PORTAL_ENCRYPTION_KEYS is not set; see .env.example")
+    raise env.error("PORTAL_ENCRYPTION_KEYS", "is not set")
+for _key in PORTAL_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise env.error("PORTAL_ENCRYPTION_KEYS", "holds a key that is not a Fernet key (32 url-safe base64-encoded "
+                                                  "bytes: python -c \"from cryptography.fernet import Fernet; "
+                                                  "print(Fernet.generate_key().decode())\")")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -54,7 +60,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.RequestIdMiddleware",  # first: every line of the request carries its id
+    "portal.middleware.HealthMiddleware",  # /healthz, /readyz before host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,9 +117,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# Production: `manage.py collectstatic` then STATIC_MANIFEST=true, and whitenoise serves hashed, compressed
+# names with far-future cache headers (the manifest must exist: the demo and tests serve the app dirs as is).
+STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if STATIC_MANIFEST
+                    else "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -118,9 +131,40 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Request bodies above this size are refused before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+# Behind a TLS-terminating proxy (it must set X-Forwarded-Proto and strip the client's): secure cookies,
+# HTTPS redirect and HSTS follow by default; each can be set apart.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=BEHIND_TLS_PROXY)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=SESSION_COOKIE_SECURE)
+CSRF_COOKIE_HTTPONLY = True  # the pages send the form's token; no script reads the cookie
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=BEHIND_TLS_PROXY)
+# Probes and the Prometheus scraper reach the web directly over HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if BEHIND_TLS_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content Security Policy (django-csp): scripts, styles, fonts and images from the portal's own static
+# files only; no inline script or style (none in the templates: app.js sets what they need), no framing,
+# forms post only here (SSO starts with a link, not a form).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
@@ -161,14 +205,15 @@ if not isinstance(OIDC_ORG_MAP, dict) or not all(
         isinstance(k, str) and k.partition(":")[0] in ("group", "domain") and k.partition(":")[2]
         and isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
         and v[1] in ("admin", "member", "viewer") for k, v in OIDC_ORG_MAP.items()):
-    raise ImproperlyConfigured('OIDC_ORG_MAP: a JSON object of "group:<name>" or "domain:<domain>" to '
-                               '["<org slug>", "admin" | "member" | "viewer"]; see .env.example')
+    raise env.error("OIDC_ORG_MAP", 'must be a JSON object of "group:<name>" or "domain:<domain>" to '
+                                    '["<org slug>", "admin" | "member" | "viewer"]')
 OIDC_ORG_MAP = {k.lower() if k.startswith("domain:") else k: v for k, v in OIDC_ORG_MAP.items()}
 OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
 if OIDC_ENABLED and not all((OIDC_RP_CLIENT_SECRET, OIDC_OP_AUTHORIZATION_ENDPOINT, OIDC_OP_TOKEN_ENDPOINT,
                              OIDC_OP_USER_ENDPOINT, OIDC_OP_JWKS_ENDPOINT)):
-    raise ImproperlyConfigured("OIDC_RP_CLIENT_ID is set: OIDC_RP_CLIENT_SECRET and the OIDC_OP_*_ENDPOINT "
-                               "variables are needed too; see .env.example")
+    _missing = next(v for v in ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT",
+                                "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT") if not globals()[v])
+    raise env.error(_missing, "is not set (OIDC_RP_CLIENT_ID is set: single sign-on needs it)")
 OIDC_USE_PKCE = True
 OIDC_TIMEOUT = 10
 OIDC_AUTHENTICATION_CALLBACK_URL = "web:oidc_authentication_callback"
@@ -258,7 +303,7 @@ LITELLM_MASTER_KEY = env.str("LITELLM_MASTER_KEY", default="")
 GATEWAY_SEALING_KEYS = env.list("GATEWAY_SEALING_KEY", default=[]) or [
     hmac.new(SECRET_KEY.encode(), b"llmops-portal gateway sealing key", hashlib.sha256).hexdigest()]
 if any(len(k) < 32 for k in GATEWAY_SEALING_KEYS):
-    raise ImproperlyConfigured("GATEWAY_SEALING_KEY: every key needs at least 32 characters; see .env.example")
+    raise env.error("GATEWAY_SEALING_KEY", "holds a key shorter than 32 characters")
 
 # Seconds the portal waits for one answer from Langfuse (it retries 429, 5xx and timeouts).
 LANGFUSE_TIMEOUT = env.float("LANGFUSE_TIMEOUT", default=10.0)
@@ -282,11 +327,9 @@ IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 KEY_ROTATION_MAX_GRACE_SECONDS = env.int("KEY_ROTATION_MAX_GRACE_SECONDS", default=30 * 24 * 3600)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# plain: one readable line; json: one JSON object a line (time, level, logger, message, request_id, extras).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise env.error("LOG_FORMAT", "must be plain or json")
+LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
+
