@@ -7,7 +7,10 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN DJANGO_SECRET_KEY=build PORTAL_ENCRYPTION_KEYS=YnVpbGQtb25seS1rZXktMDAwMDAwMDAwMDAwMDAwMDA= \
     python manage.py collectstatic --noinput -v0
-RUN useradd --create-home portal && chown -R portal /app
+# The metrics directory exists in the image, owned by the user: a new named volume mounted there (compose's
+# `metrics`) takes the image's ownership, so the unprivileged processes can write to it.
+RUN useradd --create-home portal && mkdir -p /var/run/portal-metrics \
+    && chown -R portal /app /var/run/portal-metrics
 USER portal
 EXPOSE 8000
 CMD ["gunicorn", "portal.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--access-logfile", "-"]
