@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -155,8 +156,10 @@ def check_beat() -> list[Check]:
 
 
 def gateway_urls() -> list[str]:
-    urls = getattr(settings, "GATEWAY_URLS", None) or [settings.GATEWAY_INTERNAL_URL]
-    return [u.rstrip("/") for u in urls]
+    """Every proxy: settings.GATEWAY_URLS (comma-separated in the environment), else GATEWAY_INTERNAL_URL."""
+    urls = getattr(settings, "GATEWAY_URLS", None) or \
+        [u for u in os.environ.get("GATEWAY_URLS", "").split(",") if u.strip()] or [settings.GATEWAY_INTERNAL_URL]
+    return [u.strip().rstrip("/") for u in urls if u.strip()] or [settings.GATEWAY_INTERNAL_URL.rstrip("/")]
 
 
 def check_gateway(url: str, timeout: float, clock: dict[str, float]) -> Check:
