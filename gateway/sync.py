@@ -20,6 +20,7 @@ from django.utils import timezone
 from gateway.backends import Backend, backend
 from gateway.models import SyncKind, SyncOutbox
 from gateway.redis_connection import redis_client
+from portal import metrics
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = dt.timedelta(minutes=10)
@@ -49,8 +50,10 @@ def process(rows: Iterable[SyncOutbox], push: Backend | None = None) -> int:
             SyncOutbox.objects.filter(pk__in=ids).update(attempts=n, next_attempt_at=now + delay,
                                                          last_error=f"{type(exc).__name__}: {exc}"[:500])
             log.warning("gateway push of %s %s failed (attempt %s): %s", kind, object_id, n, type(exc).__name__)
+            metrics.gateway_push(kind, ok=False)
         else:
             SyncOutbox.objects.filter(pk__in=ids, done_at=None).update(done_at=timezone.now())
+            metrics.gateway_push(kind, ok=True)
             pushed += 1
     return pushed
 
