@@ -14,7 +14,11 @@ password the data nodes' own (AUTH on the primary), `sentinel_username` and
 `sentinel_password` the sentinels' if they require one. Clients follow the
 primary across a failover: a connection to the old one fails (Sentinel
 disconnects its clients, or it answers READONLY) and the next asks the
-sentinels where the primary is now.
+sentinels where the primary is now. A planned failover (SENTINEL FAILOVER)
+leaves the old primary up and writable for some seconds, until Sentinel
+turns it into a replica: so that no write lands there meanwhile (and is lost
+when it resyncs), a client also asks the sentinels at most once every
+PRIMARY_CHECK_SECONDS, when it takes a connection, and moves to the new primary.
 
 redis-py reads no Sentinel URL and kombu (Celery's broker) has its own
 (`sentinel://h1:26379;sentinel://h2:26379/db` plus a `master_name` transport
@@ -22,6 +26,7 @@ option): `celery_broker` turns ours into kombu's."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +39,41 @@ import redis.sentinel
 SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
+PRIMARY_CHECK_SECONDS = 1.0
+
+
+class FollowingPool(redis.sentinel.SentinelConnectionPool):
+    """A Sentinel pool that re-asks where the primary is, at most every
+    PRIMARY_CHECK_SECONDS: when it moved, idle connections are closed at once
+    and busy ones when they come back (`owns_connection`)."""
+
+    _next_check = 0.0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + PRIMARY_CHECK_SECONDS
+            try:
+                self.get_master_address()
+            except redis.ConnectionError:
+                pass  # no sentinel answers: keep the primary we know
+        return super().get_connection(*args, **kwargs)
+
+
+class AsyncFollowingPool(aiosentinel.SentinelConnectionPool):
+    """FollowingPool for redis.asyncio."""
+
+    _next_check = 0.0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + PRIMARY_CHECK_SECONDS
+            try:
+                await self.get_master_address()
+            except redis.ConnectionError:
+                pass
+        return await super().get_connection(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -124,7 +164,8 @@ def from_url(url: str, **kwargs: Any) -> redis.Redis:
     if spec is None:
         return redis.Redis.from_url(url, **kwargs)
     sentinel = redis.sentinel.Sentinel(spec.sentinels, sentinel_kwargs=_sentinel_kwargs(spec, kwargs))
-    client = sentinel.master_for(spec.service, redis_class=redis.Redis, **_node_kwargs(spec, kwargs))
+    client = sentinel.master_for(spec.service, redis_class=redis.Redis, connection_pool_class=FollowingPool,
+                                 **_node_kwargs(spec, kwargs))
     client.auto_close_connection_pool = True  # as from_url's: close() closes the client's connections
     return client
 
@@ -135,7 +176,8 @@ def async_from_url(url: str, **kwargs: Any) -> aioredis.Redis:
     if spec is None:
         return aioredis.Redis.from_url(url, **kwargs)
     sentinel = aiosentinel.Sentinel(spec.sentinels, sentinel_kwargs=_sentinel_kwargs(spec, kwargs))
-    client = sentinel.master_for(spec.service, redis_class=aioredis.Redis, **_node_kwargs(spec, kwargs))
+    client = sentinel.master_for(spec.service, redis_class=aioredis.Redis, connection_pool_class=AsyncFollowingPool,
+                                 **_node_kwargs(spec, kwargs))
     client.auto_close_connection_pool = True
     return client
 

@@ -182,7 +182,7 @@ class GatewayState:
         while not self._stop.is_set():
             client = redisconn.from_url(self.redis_url, decode_responses=True, socket_connect_timeout=2,
                                           socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub(ignore_subscribe_messages=False)
             try:
                 pubsub.subscribe(contract.EVENTS)
                 # Events may have been missed while (re)connecting: forget everything.
@@ -193,6 +193,9 @@ class GatewayState:
                 for message in pubsub.listen():  # blocks in the socket, without holding the GIL
                     if message["type"] == "message":
                         self._handle(message["data"])
+                    elif message["type"] == "subscribe":  # also when redis-py re-subscribed on a new connection
+                        self.cache.clear()  # (a failover, a dropped socket): events may have been missed
+                        self._schedule_models_reload()
                     if self._stop.is_set():
                         break
             except (redis.RedisError, OSError) as exc:

@@ -8,6 +8,7 @@ import kombu
 import pytest
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
 from gateway.plugin import redisconn
@@ -45,7 +46,9 @@ def test_a_sentinel_client_asks_the_sentinels_for_the_primary() -> None:
     assert sentinels[0].connection_pool.connection_kwargs["password"] is None
     assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == 1
     aclient = redisconn.async_from_url("redis+sentinel://s1/mymaster")
-    assert type(aclient.connection_pool).__name__ == "SentinelConnectionPool"
+    assert isinstance(client.connection_pool, redisconn.FollowingPool)  # follows a planned failover
+    assert isinstance(aclient.connection_pool, redisconn.AsyncFollowingPool)
+    assert isinstance(aclient.connection_pool, aiosentinel.SentinelConnectionPool)
 
 
 @pytest.mark.parametrize(("url", "problem"), [
