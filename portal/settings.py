@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
 from csp.constants import NONE, SELF
 
+from gateway.plugin import redisconn
 from portal.config import Env
 from portal.logs import logging_config
 
@@ -272,6 +274,16 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# --- Redis Sentinel (helper F): redis+sentinel://... URLs (gateway/plugin/redisconn.py) ---
+for _name, _url in (("REDIS_URL", REDIS_URL), ("CELERY_BROKER_URL", CELERY_BROKER_URL)):
+    try:
+        redisconn.parse_sentinel(_url)
+    except ValueError as _exc:
+        raise env.error(_name, f"is not a usable Redis URL ({_exc})")
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = redisconn.celery_broker(CELERY_BROKER_URL)
+if CELERY_BROKER_TRANSPORT_OPTIONS:
+    os.environ.pop("CELERY_BROKER_URL", None)  # Celery prefers the variable to the settings: ours are kombu's form
+# --- end Redis Sentinel ---
 CELERY_RESULT_BACKEND = None
 # Queues: `sync`, `usage`, `evals`. Each task names its queue in its decorator (and is named
 # `<module>.<function>`; tests/portal/test_tasks_convention.py holds every task to it), so there is
