@@ -29,10 +29,10 @@ from gateway.plugin import contract
 log = logging.getLogger(__name__)
 NANO = Decimal(contract.NANO)
 CLAIM_IDLE_MS = int(os.environ.get("PORTAL_USAGE_CLAIM_IDLE_MS", "30000"))
-# After a batch smaller than the batch size the consumer waits this long before reading again, so that
-# each transaction carries the events of that while (a few hundred under load) instead of the one or
-# two that arrived since the last read: about ten statements per batch, whatever its size.
-BATCH_WAIT_MS = int(os.environ.get("PORTAL_USAGE_BATCH_WAIT_MS", "250"))
+# After a batch smaller than the batch size the consumer reads again this long after its last read (not
+# sooner), so that each transaction carries the events of that while (a hundred under load) instead of
+# the one or two that arrived since: about ten statements per batch, whatever its size.
+BATCH_WAIT_MS = int(os.environ.get("PORTAL_USAGE_BATCH_WAIT_MS", "200"))
 RECORD_COLUMNS = ("request_id", "created_at", "organization_id", "team_id", "project_id", "key_id", "owner_email",
                   "route", "model_group", "deployment", "provider_model", "prompt_tokens", "completion_tokens", "cost",
                   "latency_ms", "status", "status_code", "error_class", "trace_id")
@@ -277,6 +277,7 @@ class Consumer:
         streams: dict[Any, Any] = {contract.USAGE_STREAM: "0" if self.retry_own else ">", contract.ALERTS_STREAM: ">"}
         reply: Any = self.r.xreadgroup(contract.USAGE_GROUP, self.name, streams, count=self.batch,
                                        block=None if self.retry_own else self.block_ms)
+        read_at = time.monotonic()
         self.retry_own = False
         read = 0
         for stream, entries in reply or []:
@@ -285,8 +286,9 @@ class Consumer:
                 self.stored += handle_batch(self.r, entries)
             else:
                 handle_alerts(self.r, entries)
-        if 0 < read < self.batch and BATCH_WAIT_MS > 0:
-            time.sleep(BATCH_WAIT_MS / 1000)
+        pause = read_at + BATCH_WAIT_MS / 1000 - time.monotonic()
+        if 0 < read < self.batch and pause > 0:
+            time.sleep(pause)
 
     def claim_stale(self) -> None:
         """Entries a dead consumer left pending, taken over every half claim period."""
