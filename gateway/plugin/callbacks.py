@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -58,21 +59,32 @@ def portal_metadata(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4)
+def calendar(day: dt.date) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The period labels of a UTC day's spend counters (in PERIODS' order), and when its daily, weekly
+    and monthly counters expire: the same for every request of the day, so worked out once a day."""
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    labels = tuple(contract.period_start(p, start) for p in contract.PERIODS)
+    ends = [contract.period_end(p, start) for p in contract.PERIODS[:3]]
+    return labels, tuple(int(end.timestamp()) + 7 * 86400 for end in ends if end is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def scope_keys(scope: str, ident: int, label: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """A scope's keys in SETTLE: held, holds, holdexp of its budget period, then its spend counters."""
+    return (*contract.budget_keys(scope, ident, label)[1:], *(contract.spend_key(scope, ident, p) for p in labels))
+
+
 def settle_args(portal: dict[str, Any], cost_nano: int, tokens: int, completion: int,
                 event: dict[str, Any], now: dt.datetime | None = None) -> tuple[list[str], list[Any]]:
     now = now or dt.datetime.now(dt.UTC)
+    labels, expiries = calendar(now.astimezone(dt.UTC).date())
     keys = [contract.rate_keys(portal["key_id"], int(now.timestamp() // 60))[1], contract.USAGE_STREAM,
             contract.ALERTS_STREAM, contract.estimate_key(portal["group"]), contract.settled_key(portal["reservation"])]
-    expiries = []
-    for period in contract.PERIODS[:3]:
-        end = contract.period_end(period, now)
-        assert end is not None
-        expiries.append(int(end.timestamp()) + 7 * 86400)
     args: list[Any] = [portal["reservation"], cost_nano, tokens, completion, len(portal["scopes"]),
                        json.dumps(event), 2 * HOLD_TTL_MS, *expiries]
     for scope, ident, label, soft, period in portal["scopes"]:
-        keys += contract.budget_keys(scope, ident, label)[1:]
-        keys += [contract.spend_key(scope, ident, contract.period_start(p, now)) for p in contract.PERIODS]
+        keys += scope_keys(scope, ident, label, labels)
         which = contract.PERIODS.index(period) + 1 if period in contract.PERIODS else 4
         args += [-1 if soft is None else round(soft * contract.NANO), scope, ident, label, which]
     return keys, args
