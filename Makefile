@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/ensure_services.sh
+	$(PY) bench/system_bench.py
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/evals_bench.py
 	$(PY) bench/web_bench.py
