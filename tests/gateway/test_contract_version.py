@@ -87,7 +87,8 @@ def test_a_gateway_started_against_a_newer_contract_refuses_from_its_start(stack
     acme = make_tenant("acme")
     stack.client().set(contract.CONTRACT, newer())
     env = {**stack.env, "PORTAL_GATEWAY_CONTRACT_CHECK_SECONDS": "0.5"}
-    gw = Gateway(env, tmp_path / "gw").start()
+    gw = Gateway(env, tmp_path / "gw")
+    gw.start()
     try:
         gw.wait_ready()
         code, message = status_of(lambda: chat(gw.url, acme.key_plaintext))
