@@ -166,8 +166,6 @@ def test_doctor_is_bounded_when_a_tenants_langfuse_host_drips(acme: Tenant, drip
 # langfuse_connect (R1-C1) ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="R1-C1: langfuse_connect connects a second organization to the Langfuse "
-                                       "project (the same keys) another organization already uses")
 @pytest.mark.django_db(transaction=True)
 def test_langfuse_connect_refuses_keys_another_organization_is_connected_with(
         acme: Tenant, globex: Tenant, langfuse_standin: LangfuseStandin, tmp_path: Path) -> None:

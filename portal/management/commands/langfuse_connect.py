@@ -7,7 +7,9 @@ PORTAL_LANGFUSE_HOST, default http://langfuse-web:3000, the stack's name on the
 portal's network). The connection goes through the same service as the web UI
 and the API (`evals.services.langfuse.connection_save`): the keys are checked
 against the host under the outbound URL policy, the secret key is stored
-encrypted, the change is audited, and the gateway gets it on commit."""
+encrypted, the change is audited, and the gateway gets it on commit. A Langfuse
+project another organization is connected to is refused (the stack's default
+keys would otherwise connect every organization to one project)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from django.db.models import Q
 
+from evals.models import LangfuseConnection
 from evals.services import langfuse
 from gateway.models import SyncKind, SyncOutbox
 from portal.access import system_actor
@@ -60,6 +65,23 @@ def find_project(org: Organization, ref: str) -> Project:
     return project
 
 
+SHARED = ("Not connected: another organization's project is connected to this Langfuse project. Traces and "
+          "evaluations of two organizations must not mix: create a Langfuse project (and its keys) for each "
+          "organization and pass them with --public-key and --secret-key.")
+
+
+def used_by_another_organization(conn: LangfuseConnection) -> bool:
+    """Whether another organization is connected to the same Langfuse project (the stack's default keys
+    make it easy to connect every organization to one): its traces, scores and datasets would mix.
+    Projects of one organization may share one."""
+    same = Q(public_key=conn.public_key)
+    if conn.langfuse_project_id:
+        same |= Q(langfuse_project_id=conn.langfuse_project_id)
+    others = LangfuseConnection.objects.filter(host=conn.host).exclude(
+        project__organization_id=conn.project.organization_id)
+    return others.filter(same).exists()
+
+
 def error_text(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
@@ -98,8 +120,11 @@ class Command(BaseCommand):
         target = find_project(organization, project)
         actor = system_actor(organization, ACTOR_LABEL)
         try:
-            conn = langfuse.connection_save(actor=actor, project=target, host=host, public_key=str(public_key),
-                                            secret_key=secret_key)
+            with transaction.atomic():  # the push runs on commit: none when the connection is refused
+                conn = langfuse.connection_save(actor=actor, project=target, host=host, public_key=str(public_key),
+                                                secret_key=secret_key)
+                if used_by_another_organization(conn):
+                    raise CommandError(SHARED)
         except ValidationError as exc:
             raise CommandError(f"Not connected: {error_text(exc)}") from None
         except PermissionDenied as exc:  # not expected for a system actor; never a traceback
