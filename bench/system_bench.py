@@ -278,7 +278,8 @@ def start(directory: Path, profile_dir: Path) -> tuple[list[Proc], dict[str, Any
     procs: list[Proc] = [redis_server]
     setup_django(redis_server.url)
     data = seed()
-    env = portal_env(redis_server.url, os.environ["DATABASE_URL"])
+    # The consumer as production runs it (portal_env shortens the claim period for the fault tests).
+    env = portal_env(redis_server.url, os.environ["DATABASE_URL"], PORTAL_USAGE_CLAIM_IDLE_MS="30000")
     env.pop("PORTAL_ENV_FILE", None)
     bare = bare_litellm(directory, env).start()
     gw_env = {**env, "PORTAL_GATEWAY_BENCH_PROFILE_DIR": str(profile_dir),

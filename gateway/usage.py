@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 NANO = Decimal(contract.NANO)
 CLAIM_IDLE_MS = int(os.environ.get("PORTAL_USAGE_CLAIM_IDLE_MS", "30000"))
 # After a batch smaller than the batch size the consumer reads again this long after its last read (not
-# sooner), so that each transaction carries the events of that while (a hundred under load) instead of
+# sooner), so that each transaction carries the events of that while (dozens to hundreds) instead of
 # the one or two that arrived since: about ten statements per batch, whatever its size.
-BATCH_WAIT_MS = int(os.environ.get("PORTAL_USAGE_BATCH_WAIT_MS", "200"))
+BATCH_WAIT_MS = int(os.environ.get("PORTAL_USAGE_BATCH_WAIT_MS", "500"))
 RECORD_COLUMNS = ("request_id", "created_at", "organization_id", "team_id", "project_id", "key_id", "owner_email",
                   "route", "model_group", "deployment", "provider_model", "prompt_tokens", "completion_tokens", "cost",
                   "latency_ms", "status", "status_code", "error_class", "trace_id")
