@@ -237,3 +237,61 @@ def test_a_configured_process_without_a_secret_key_does_not_take_the_demos(tmp_p
     assert path is None
     # an unconfigured process (a command typed in the checkout next to `make demo`) still reads it
     assert env_file(tmp_path, {})[0] == tmp_path / "var" / "demo.env"
+
+
+# Metrics (R1-B2, R1-B4) ------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="R1-B2: POST /metrics answers 403 (CSRF), showing the endpoint exists")
+@pytest.mark.django_db
+def test_metrics_is_the_sites_404_for_every_method(settings: Any) -> None:
+    from django.test import Client
+
+    settings.METRICS_TOKEN = "scraper-token"
+    client = Client(enforce_csrf_checks=True)
+    assert client.post("/no-such-page").status_code == 404
+    assert client.get("/metrics").status_code == 404
+    assert client.post("/metrics").status_code == 404
+
+
+@pytest.mark.xfail(strict=True, reason="R1-B4: an upstream's status code becomes a `code` label value")
+def test_an_upstreams_status_codes_do_not_make_new_series() -> None:
+    import prometheus_client
+
+    from gateway.plugin import guard, logs
+
+    if guard.metrics.prom is None:
+        pytest.skip("prometheus_client is not installed")
+    scope = {"method": "POST", "path": "/v1/chat/completions", guard.RESERVATION: "r1"}
+    for status in range(520, 540):  # what a tenant's own endpoint answers, passed through by LiteLLM
+        answer = guard.Answer(lambda message: None, "rid")  # type: ignore[arg-type, return-value]
+        answer.status = status
+        guard.ended(scope, "/v1/chat/completions", answer, logs.RequestContext("rid"), 0.01)
+    codes = {s.labels["code"] for metric in prometheus_client.REGISTRY.collect()
+             if metric.name == "portal_gateway_requests" for s in metric.samples}
+    assert not any(c.isdigit() and 520 <= int(c) < 540 for c in codes), sorted(codes)
+
+
+# Placeholder secrets (R1-A5, R1-C5) ------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="R1-A5: settings accept DJANGO_SECRET_KEY=change-me with DEBUG off")
+def test_the_example_secret_key_is_refused_in_production() -> None:
+    done = subprocess.run([PYTHON, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=settings_env(DJANGO_SECRET_KEY="change-me", DJANGO_DEBUG="false"))
+    assert done.returncode != 0
+    assert "DJANGO_SECRET_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="R1-C5: .env.example gives DJANGO_SECRET_KEY a value, which satisfies "
+                                       "compose's ${DJANGO_SECRET_KEY:?...}")
+def test_every_secret_compose_requires_is_empty_in_env_example() -> None:
+    import re
+
+    compose = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", compose))
+    assert "DJANGO_SECRET_KEY" in required
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if re.match(r"^[A-Z0-9_]+=", line))
+    given = {name: example[name] for name in required if example.get(name, "").strip()}
+    assert not given, f"{sorted(given)} have a value in .env.example: a copied .env keeps it"
