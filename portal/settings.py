@@ -118,13 +118,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))  # collectstatic writes here
 # Production: `manage.py collectstatic` then STATIC_MANIFEST=true, and whitenoise serves hashed, compressed
 # names with far-future cache headers (the manifest must exist: the demo and tests serve the app dirs as is).
 STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if STATIC_MANIFEST
+    "staticfiles": {"BACKEND": "portal.staticfiles.ManifestStaticStorage" if STATIC_MANIFEST
                     else "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 PASSWORD = "pw-for-tests-1234"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+# Every page records what its Content-Security-Policy refused (an inline script or style, another origin);
+# check_page asserts there was nothing.
+CSP_WATCH = """document.addEventListener("securitypolicyviolation", (e) => {
+  (window.__cspViolations = window.__cspViolations || []).push(
+    e.effectiveDirective + " refused " + (e.blockedURI || "inline") + " at " + e.sourceFile + ":" + e.lineNumber);
+});"""
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +57,7 @@ def browser_page(browser: Any) -> Iterator[Callable[..., Any]]:
     def make(viewport: dict[str, int] | None = None) -> Any:
         context = browser.new_context(viewport=viewport or DESKTOP)
         context.grant_permissions(["clipboard-read", "clipboard-write"])
+        context.add_init_script(CSP_WATCH)
         contexts.append(context)
         return context.new_page()
 
@@ -77,10 +85,25 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     return [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
 
 
+def wait_until(page: Any, expression: str, timeout: float = 30_000) -> None:
+    """Polls a JavaScript expression until it is true (page.wait_for_function compiles its expression in the
+    page, which the Content-Security-Policy refuses as eval; page.evaluate goes through the debugger)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout / 1000:.0f} s: {expression}")
+        page.wait_for_timeout(50)
+
+
+def csp_violations(page: Any) -> list[str]:
+    return list(page.evaluate("() => window.__cspViolations || []"))
+
+
 def check_page(page: Any, name: str) -> None:
-    """axe-core finds no serious or critical violation, and the page is saved at 1280x800 and
+    """The Content-Security-Policy refused nothing on the page, axe-core finds no serious or critical violation, and the page is saved at 1280x800 and
     at 390x844 (`<name>.png`, `<name>-phone.png`), where axe-core runs again. The viewport is
     restored afterwards."""
+    assert not csp_violations(page), csp_violations(page)
     violations = axe_violations(page)
     assert not violations, [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:5]) for v in violations]
     size = page.viewport_size
@@ -92,6 +115,7 @@ def check_page(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
     phone = axe_violations(page)  # the phone layout is another layout: stacked tables, wrapped rows
     page.set_viewport_size(size)
+    assert not csp_violations(page), csp_violations(page)
     assert not phone, ("at 390x844", [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:5]) for v in phone])
 
 

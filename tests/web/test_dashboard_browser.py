@@ -14,7 +14,7 @@ import pytest
 from evals import dashboard_metrics
 from gateway import usage
 from tests.factories import Tenant, connect_langfuse
-from tests.web.conftest import check_page, sign_in
+from tests.web.conftest import check_page, sign_in, wait_until
 from tests.web.test_dashboard import record
 
 
@@ -51,7 +51,7 @@ def test_the_project_dashboard_with_usage_and_langfuse(live_server: Any, acme: T
     canvas.hover(position={"x": box["width"] - 12, "y": box["height"] / 2})
     readout = page.locator("#cost-chart .chart-readout")
     today_label = dt.datetime.now(dt.UTC).date().isoformat()
-    page.wait_for_function("document.querySelector('#cost-chart .chart-readout').textContent.length > 0")
+    wait_until(page, "document.querySelector('#cost-chart .chart-readout').textContent.length > 0")
     assert re.fullmatch(rf"{today_label}: \$[0-9.,]+", readout.inner_text()), readout.inner_text()
     tooltip_open = page.evaluate("document.querySelector('#cost-chart figure').chart.tooltip.opacity")
     assert tooltip_open == 1

@@ -14,7 +14,7 @@ from django.utils import timezone
 from evals import tasks, tasks_benchmarks, tasks_datasets
 from evals.models import BenchmarkRun, EvalReport, EvalRun, EvalScore, Evaluator
 from tests.factories import Evals, Tenant, make_evals
-from tests.web.conftest import check_page, sign_in
+from tests.web.conftest import check_page, sign_in, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -38,10 +38,10 @@ def test_create_an_evaluator_with_the_preview_then_run_it_and_watch_the_bar(
     page.goto(f"{base}/evaluators/")
     page.get_by_label("Start from a template").select_option("relevance")
     assert "grade how relevant" in page.locator("#ev-prompt").input_value()
-    page.wait_for_function("document.getElementById('ev-preview').textContent.includes('question 0')")
+    wait_until(page, "document.getElementById('ev-preview').textContent.includes('question 0')")
     page.locator("#ev-prompt").fill("Is {{output}} relevant to {{input}}? Context: {{ctx}}")
     page.locator("#ev-variables").fill("ctx = metadata.context")
-    page.wait_for_function("document.getElementById('ev-preview').textContent.includes('Context: (none)')")
+    wait_until(page, "document.getElementById('ev-preview').textContent.includes('Context: (none)')")
     assert page.locator("#ev-used code").all_text_contents() == ["output", "input", "ctx"]
     assert "from Langfuse" in page.locator("#ev-preview-source").text_content()
     page.locator("#ev-name").fill("on-topic")
@@ -60,9 +60,9 @@ def test_create_an_evaluator_with_the_preview_then_run_it_and_watch_the_bar(
     run = EvalRun.objects.latest("pk")
     assert page.locator("#run-status").text_content() == "queued"
     EvalRun.objects.filter(pk=run.pk).update(status="running", processed=1, total=4, started_at=timezone.now())
-    page.wait_for_function("document.querySelector('#run-progress .bar span').style.width === '25%'")
+    wait_until(page, "document.querySelector('#run-progress .bar span').style.width === '25%'")
     EvalRun.objects.filter(pk=run.pk).update(processed=3, scored=3, considered=4, sampled=4)
-    page.wait_for_function("document.querySelector('#run-progress .bar span').style.width === '75%'")
+    wait_until(page, "document.querySelector('#run-progress .bar span').style.width === '75%'")
     assert page.locator("#run-progress [role=progressbar]").get_attribute("aria-valuenow") == "3"
     check_page(page, "evals-run-working")
     for i, value in enumerate((1.0, 0.0, 1.0, 1.0)):

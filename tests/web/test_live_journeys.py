@@ -25,7 +25,7 @@ from tests.e2e.helpers import until
 from tests.e2e.stack import Stack
 from tests.factories import Tenant
 from tests.llm_standin import LLMStandin
-from tests.web.conftest import check_page, sign_in
+from tests.web.conftest import check_page, sign_in, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 TRACES = 15
@@ -100,8 +100,8 @@ def test_evaluate_live_traces_write_the_report_then_a_call_on_the_dashboard(
         page.goto(f"{base}/evaluators/")
         page.get_by_label("Start from a template").select_option("helpfulness")
         page.locator("#ev-route").select_option("judge")
-        page.wait_for_function("document.getElementById('ev-preview').textContent.includes('answer ')",
-                               timeout=10_000)  # rendered on one of the stand-in's traces
+        wait_until(page, "document.getElementById('ev-preview').textContent.includes('answer ')",
+                   timeout=10_000)  # rendered on one of the stand-in's traces
         page.get_by_role("button", name="Create evaluator").click()
         page.wait_for_url(f"{base}/evaluators/*/")
         assert "Evaluator 'helpfulness' created" in page.content()
