@@ -29,8 +29,9 @@ def startup_hooks(existing: str = "") -> str:
 
 def install() -> None:
     """Install the guard and the plugin's routes into LiteLLM's app; a second call does nothing."""
-    from gateway.plugin import guard, routes, version
+    from gateway.plugin import guard, logs, routes, version
 
+    logs.install()  # JSON (or plain) lines with the request id, before anything logs
     routes.install()
     guard.install()
     version.install()  # the health route and the contract check, in front of the guard

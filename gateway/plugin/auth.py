@@ -33,7 +33,7 @@ import redis
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
-from gateway.plugin import STARTUP_HOOK, contract, guard, requests
+from gateway.plugin import STARTUP_HOOK, contract, guard, metrics, requests
 from gateway.plugin.state import GatewayState, get_state
 
 log = logging.getLogger("portal.gateway")
@@ -47,6 +47,7 @@ PORTAL_URL = os.environ.get("PORTAL_PUBLIC_URL", "the portal")
 
 
 def fail(status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None) -> ProxyException:
+    metrics.refused(status, code)  # every refusal of custom auth is made here, once, and raised
     return ProxyException(message=message, type=kind, param=None, code=status, headers=headers, openai_code=code)
 
 

@@ -19,21 +19,26 @@ This wrapper decides before any of them runs:
   (model group, deployment, api_base, spend) are dropped;
 - when the request is over, a reservation that no callback settled is
   handed to the settlement watch (`callbacks`), so a client that hangs up or
-  an error LiteLLM never reports cannot hold a budget.
+  an error LiteLLM never reports cannot hold a budget;
+- every request gets an id (the client's `X-Request-ID`, or a new one: `logs`),
+  returned in `x-request-id`, is counted (`metrics`) and ends with an access
+  line; `GET /portal/metrics` is the scrape of those counters.
 
 Standard library only (and the plugin's own modules)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from gateway.plugin import requests
+from gateway.plugin import logs, metrics, requests
 
 log = logging.getLogger("portal.gateway")
 
@@ -44,6 +49,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFO_ROUTES = frozenset({"/models", "/v1/models", "/model/info", "/v1/model/info"})
+# The `endpoint` label of the request metrics: the LLM routes' kinds, and these.
+ENDPOINTS = {"/models": "models", "/v1/models": "models", "/model/info": "model_info",
+             "/v1/model/info": "model_info"}
 OPEN_ROUTES = frozenset({"/health/liveliness", "/health/liveness"})
 # Every header LiteLLM takes a key from (proxy/auth/user_api_key_auth.py).
 KEY_HEADERS = (b"authorization", b"x-api-key", b"x-litellm-api-key", b"api-key", b"x-goog-api-key",
@@ -100,7 +108,9 @@ def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
-async def respond(send: Send, refusal: requests.Refusal) -> None:
+async def respond(send: Send, refusal: requests.Refusal, reason_code: str | None = None) -> None:
+    """Send a refusal (counted in the metrics by its code, or by `reason_code` where the code is not enough)."""
+    metrics.refused(refusal.status, reason_code or refusal.code)
     payload = json.dumps(refusal.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers.items()]
@@ -265,6 +275,25 @@ class Guard:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = scope.get("path", "").rstrip("/") or "/"
+        if route == metrics.PATH:
+            status, code = await metrics.serve(scope, send)
+            if code:
+                metrics.refused(status, code)
+            return
+        ctx = logs.RequestContext(logs.from_headers(scope.get("headers", [])))
+        token = logs.current.set(ctx)
+        answer = Answer(send, ctx.id)
+        started = time.perf_counter()
+        try:
+            await self.dispatch(scope, receive, answer.send, route)
+        except BaseException as exc:
+            answer.raised = exc
+            raise
+        finally:
+            ended(scope, route, answer, ctx, time.perf_counter() - started)
+            logs.current.reset(token)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         master = is_master(scope.get("headers", []))
         kind = requests.ROUTES.get(route)
         if kind is None:
@@ -297,7 +326,8 @@ class Guard:
         refused = await auth.precheck(presented_keys(scope.get("headers", [])))
         if refused is not None:
             status, message, code = refused
-            await respond(send, requests.Refusal(status, message, code, kind="authentication_error"))
+            await respond(send, requests.Refusal(status, message, code, kind="authentication_error"),
+                          "no_key" if message == auth.NO_KEY else None)
             return
         try:
             checked = await checked_body(scope, receive, kind)
@@ -315,6 +345,44 @@ class Guard:
                 from gateway.plugin.callbacks import portal_callbacks
 
                 portal_callbacks.request_ended(reservation)
+
+
+class Answer:
+    """The client's `send`, with the request id on the answer's headers and its status noted."""
+
+    __slots__ = ("_send", "header", "status", "raised")
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self._send, self.header = send, (logs.REQUEST_ID_HEADER, request_id.encode())
+        self.status: int = 0
+        self.raised: BaseException | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message.get("status", 200)
+            headers = [h for h in message.get("headers", []) if h[0].lower() != logs.REQUEST_ID_HEADER]
+            message = {**message, "headers": [*headers, self.header]}
+        await self._send(message)
+
+
+def ended(scope: Scope, route: str, answer: Answer, ctx: logs.RequestContext, seconds: float) -> None:
+    """Count the request and write its access line. A refusal is an error answer to a request that holds
+    no reservation (custom auth or the guard refused it); with one, the error came after admission."""
+    status = answer.status
+    if status == 0:
+        failed = answer.raised is not None and not isinstance(answer.raised, (asyncio.CancelledError,
+                                                                              ConnectionError))
+        outcome, status = ("failed", 500) if failed else ("aborted", 499)
+    elif status < 400:
+        outcome = "served"
+    else:
+        outcome = "failed" if scope.get(RESERVATION) is not None else "refused"
+    endpoint = requests.ROUTES.get(route) or ENDPOINTS.get(route) or "other"
+    metrics.request(endpoint, outcome, status)
+    if route not in OPEN_ROUTES:  # a load balancer's probes every few seconds are not worth a line each
+        # Any other path is the client's text (percent-decoded: it may hold a newline): printable only.
+        path = route if endpoint != "other" else "".join(c if c.isprintable() else "?" for c in route[:200])
+        logs.access(str(scope.get("method", ""))[:10], path, status, outcome, ctx.reason, seconds)
 
 
 def normalized(scope: Scope, route: str) -> Scope:

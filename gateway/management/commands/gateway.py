@@ -52,7 +52,7 @@ def render() -> dict[str, Any]:
 INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "VIRTUAL_ENV",
                        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY",
                        "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "GATEWAY_REDIS_PREFIX",
-                       "PORTAL_PUBLIC_URL"})
+                       "PORTAL_PUBLIC_URL", "JSON_LOGS", "TIMEOUT_WORKER_HEALTHCHECK"})
 INHERITED_PREFIXES = ("LC_", "PYTHON", "PORTAL_GATEWAY_", "LITELLM_", "OTEL_")
 
 
@@ -98,6 +98,9 @@ class Command(BaseCommand):
             "GATEWAY_SEALING_KEY": ",".join(settings.GATEWAY_SEALING_KEYS),
             # Settlements Redis refuses are kept here until it takes them again (gateway/plugin/spool.py).
             "PORTAL_GATEWAY_SPOOL_DIR": os.environ.get("PORTAL_GATEWAY_SPOOL_DIR") or str(directory / "spool"),
+            # The plugin's metrics of every worker, summed by GET /portal/metrics (gateway/plugin/metrics.py);
+            # this proxy's own directory (LiteLLM empties it at start), never the web's.
+            "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PORTAL_GATEWAY_METRICS_DIR") or str(directory / "metrics"),
             # Installs the plugin's guard and routes in every proxy worker (gateway/plugin/__init__.py).
             "LITELLM_WORKER_STARTUP_HOOKS": plugin.startup_hooks(os.environ.get("LITELLM_WORKER_STARTUP_HOOKS", "")),
         }
