@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",  # first: every line of the request carries its id
     "portal.middleware.HealthMiddleware",  # /healthz, /readyz before host checks and the HTTPS redirect
+    "portal.metrics.RequestMetricsMiddleware",  # counts and times every request but the probes (/metrics)
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -345,3 +347,14 @@ if LOG_FORMAT not in ("plain", "json"):
     raise env.error("LOG_FORMAT", "must be plain or json")
 LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
 
+# --- Metrics ---
+# GET /metrics (portal/metrics.py) answers a bearer token METRICS_TOKEN, and clients in
+# METRICS_ALLOWED_NETWORKS (CIDR) without one; anyone else (everyone, when neither is set) gets 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise env.error("METRICS_ALLOWED_NETWORKS", f"holds {_network!r}, which is not a network such as "
+                        "10.0.0.0/8") from None
