@@ -65,7 +65,7 @@ def test_a_restored_backup_serves_its_keys_refuses_the_rest_and_holds_budgets(
     assert response.status_code == 201
     kept = issue_key(acme, allowed_routes=["priced"])
     until(lambda: code(stack, kept["key"])[0] == 200, 5, 0.1)
-    until(lambda: UsageRecord.objects.filter(key_id=kept["id"]).exists(), 5)
+    until(lambda: UsageRecord.objects.filter(key_id=kept["id"]).exists(), 20)  # the worker's usage consumer
     per_request = UsageRecord.objects.get(key_id=kept["id"]).cost
     budget = (per_request * Decimal("1.5")).quantize(Decimal("0.0001"))  # two requests are admitted
     budgeted = issue_key(acme, allowed_routes=["priced"], max_budget=str(budget))
