@@ -18,6 +18,8 @@ from typing import Any
 import openai
 from django.conf import settings
 
+from portal.logs import request_id_headers
+
 log = logging.getLogger(__name__)
 PORTAL_TAG = "portal-evaluation"
 
@@ -51,7 +53,8 @@ class GatewayClient:
         """`purpose` names the call's Langfuse trace (`portal-<purpose>`) and tags it
         `portal-evaluation`, so that evaluations never evaluate their own calls."""
         trace_id = uuid.uuid4().hex
-        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        # X-Request-ID: the request or task that made the call, so the gateway's log lines carry it too
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01", **request_id_headers()}
         params.setdefault("extra_body", {})["metadata"] = {"trace_name": f"portal-{purpose}", "tags": [PORTAL_TAG]}
         attempt = 0
         while True:

@@ -4,12 +4,13 @@ ingestion), `evals` (evaluations and benchmarks); each task names its own
 seeded by `manage.py seed_beat`. The usage consumer: started by the worker,
 below."""
 
+import logging.config
 import os
 import sys
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import setup_logging, worker_ready
 
 from portal.config import load_settings_or_exit
 
@@ -26,6 +27,15 @@ app.autodiscover_tasks()
 
 
 CONSUMER_WATCH_SECONDS = 30.0
+
+
+@setup_logging.connect
+def use_portal_logging(**kwargs: object) -> None:
+    """Workers and beat log as the web does (settings.LOGGING: LOG_FORMAT, LOG_LEVEL, the request id on
+    every line of a task queued by a request), not in Celery's own format."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
 
 
 def serves(consumer: object, queue: str) -> bool:

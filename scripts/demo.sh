@@ -33,4 +33,8 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True
 # The demo runs everything on this machine (a local Langfuse, a local vLLM): allow loopback
 # for tenant-entered URLs, which production refuses (portal/outbound.py).
 export PORTAL_OUTBOUND_ALLOWED_NETWORKS=${PORTAL_OUTBOUND_ALLOWED_NETWORKS:-127.0.0.0/8,::1/128,localhost}
+# A command typed in another shell reads var/demo.env (portal/config.py): give it the same allowance, so that
+# doctor, smoke and langfuse_connect reach the demo's loopback Langfuse as the demo's own processes do.
+grep -q '^PORTAL_OUTBOUND_ALLOWED_NETWORKS=' "$ENV_FILE" \
+  || echo "PORTAL_OUTBOUND_ALLOWED_NETWORKS=$PORTAL_OUTBOUND_ALLOWED_NETWORKS" >> "$ENV_FILE"
 exec .venv/bin/python manage.py demo "$@"

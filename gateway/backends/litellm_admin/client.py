@@ -14,6 +14,7 @@ import httpx
 from django.conf import settings
 
 from gateway.backends.base import GatewayError
+from portal.logs import request_id_headers
 
 log = logging.getLogger("gateway.litellm_admin")
 JSON = dict[str, Any]
@@ -61,7 +62,8 @@ class AdminClient:
         for attempt in range(1, self.attempts + 1):
             wait = self.backoff * 2 ** (attempt - 1)
             try:
-                response = self.http.request(method, path, json=body, params=params)
+                # X-Request-ID: the request (or task) that made the call, also in the gateway's log lines
+                response = self.http.request(method, path, json=body, params=params, headers=request_id_headers())
             except httpx.TransportError as exc:
                 error = LiteLLMAdminError(f"{method} {path}: LiteLLM unreachable ({type(exc).__name__})",
                                           permanent=False)
