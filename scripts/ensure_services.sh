@@ -35,4 +35,7 @@ if ! redis_up; then
 fi
 # The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
 command -v chromium >/dev/null 2>&1 || apt_install chromium
-echo "PostgreSQL, Redis and Chromium are ready" >&2
+# The compose files are validated with a compose client's `config` (tests/portal/test_compose.py); there is
+# no Docker engine to run them. Debian's docker-compose is such a client; without it that test is skipped.
+command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose || echo "docker-compose did not install" >&2
+echo "PostgreSQL, Redis, Chromium and docker-compose are ready" >&2
