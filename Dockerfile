@@ -5,8 +5,10 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+# Hashed, compressed static files and their manifest (staticfiles.json); the services run with
+# STATIC_MANIFEST=true (docker-compose.yml) so whitenoise serves these names. Build-only keys, no env file.
 RUN DJANGO_SECRET_KEY=build PORTAL_ENCRYPTION_KEYS=YnVpbGQtb25seS1rZXktMDAwMDAwMDAwMDAwMDAwMDA= \
-    python manage.py collectstatic --noinput -v0
+    PORTAL_ENV_FILE=none STATIC_MANIFEST=true python manage.py collectstatic --noinput -v0
 # The metrics directory exists in the image, owned by the user: a new named volume mounted there (compose's
 # `metrics`) takes the image's ownership, so the unprivileged processes can write to it.
 RUN useradd --create-home portal && mkdir -p /var/run/portal-metrics \
