@@ -174,11 +174,11 @@ def exposition() -> bytes:
 
 
 def allowed(request: HttpRequest) -> bool:
-    token: str = getattr(settings, "METRICS_TOKEN", "")  # settings.py, block "Metrics"
+    token = settings.METRICS_TOKEN
     given = request.headers.get("Authorization", "")
     if token and given[:7].lower() == "bearer " and hmac.compare_digest(given[7:].strip().encode(), token.encode()):
         return True
-    networks: list[str] = getattr(settings, "METRICS_ALLOWED_NETWORKS", [])
+    networks = settings.METRICS_ALLOWED_NETWORKS
     if networks:
         try:
             address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
