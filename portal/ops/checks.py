@@ -5,12 +5,12 @@ raises. Where the gateways are: settings.GATEWAY_URLS (default: GATEWAY_INTERNAL
 from __future__ import annotations
 
 import email.utils
+import functools
 import importlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -235,6 +235,30 @@ def _langfuse_one(conn: Any, timeout: float) -> tuple[dict[str, Any], float | No
     return info, skew
 
 
+def bounded(calls: list[Callable[[], Any]], deadline: float, at_once: int = 16) -> list[tuple[str, Any]]:
+    """Run the calls on daemon threads, at most `at_once` at a time, each batch until `deadline` seconds
+    (monotonic) after its start: ("ok", value), ("error", exception) or ("timeout", None) per call. A host
+    that answers a byte a second never trips a read timeout; a daemon thread left on it cannot hold the
+    command (nor the interpreter's exit, as a ThreadPoolExecutor's threads would)."""
+    out: list[tuple[str, Any]] = [("timeout", None)] * len(calls)
+
+    def runner(i: int, call: Callable[[], Any]) -> None:
+        try:
+            out[i] = ("ok", call())
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            out[i] = ("error", exc)
+
+    for first in range(0, len(calls), at_once):
+        until = time.monotonic() + deadline
+        threads = [threading.Thread(target=runner, args=(i, calls[i]), daemon=True, name=f"doctor-{i}")
+                   for i in range(first, min(first + at_once, len(calls)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, until - time.monotonic()))
+    return list(out)
+
+
 def check_langfuse(timeout: float, clock: dict[str, float]) -> list[Check]:
     from evals.langfuse_client import LangfuseError
     from evals.models import LangfuseConnection
@@ -243,25 +267,21 @@ def check_langfuse(timeout: float, clock: dict[str, float]) -> list[Check]:
                  .order_by("project__organization__slug", "project_id"))
     if not conns:
         return [Check("langfuse", True, "no project is connected to Langfuse")]
+    # Each project's check together, the whole of it bounded (a health call and an authenticated call).
+    calls: list[Callable[[], Any]] = [functools.partial(_langfuse_one, c, timeout) for c in conns]
+    outcomes = bounded(calls, timeout * 2 + 1)
     out: list[Check] = []
-    deadline = time.monotonic() + timeout * 2 + 1  # each call has its own timeout; the whole check is bounded
-    with ThreadPoolExecutor(max_workers=min(8, len(conns))) as pool:
-        futures = [(c, pool.submit(_langfuse_one, c, timeout)) for c in conns]
-        for conn, future in futures:
-            name = f"langfuse:{conn.project.organization.slug}/{conn.project_id}"
-            fix = (f"check the project's Langfuse connection ({conn.host}): the host must answer and the keys be "
-                   f"the project's (web: the project's Langfuse settings; API: PUT .../projects/{conn.project_id}/langfuse/)")
-            try:
-                info, skew = future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                out.append(Check(name, False, f"{conn.host}: no answer within {timeout:g} s", fix))
-                continue
-            except LangfuseError as exc:
-                out.append(Check(name, False, f"{conn.host}: {exc}", fix))
-                continue
-            except Exception as exc:  # noqa: BLE001
-                out.append(Check(name, False, f"{conn.host}: {failure(exc)}", fix))
-                continue
+    for conn, (state, value) in zip(conns, outcomes, strict=True):
+        name = f"langfuse:{conn.project.organization.slug}/{conn.project_id}"
+        fix = (f"check the project's Langfuse connection ({conn.host}): the host must answer and the keys be "
+               f"the project's (web: the project's Langfuse settings; API: PUT .../projects/{conn.project_id}/langfuse/)")
+        if state == "timeout":
+            out.append(Check(name, False, f"{conn.host}: no full answer within {timeout * 2 + 1:g} s", fix))
+        elif state == "error":
+            detail = str(value) if isinstance(value, LangfuseError) else failure(value)
+            out.append(Check(name, False, f"{conn.host}: {detail}", fix))
+        else:
+            info, skew = value
             if skew is not None:
                 clock[f"langfuse {conn.host}"] = skew
             project = (info.get("project") or {}).get("name", "?")
