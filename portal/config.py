@@ -2,9 +2,9 @@
 
 Order: a variable in the process environment wins; otherwise the env file's line. The env file is
 `PORTAL_ENV_FILE` when set (it must exist; `none` reads no file), else `.env` in the checkout, else
-`var/demo.env` (written by `make demo`) — the last only for a process not configured otherwise (no
-`DJANGO_SECRET_KEY` in its environment), so a configured process (tests, compose, a service unit) never
-mixes in the demo's secrets.
+`var/demo.env` (written by `make demo`) — the last only for a process not configured otherwise (none of
+`CONFIGURED_BY` in its environment), so a configured process (tests, compose, a service unit) never mixes
+in the demo's secrets.
 
 A bad setting raises `SettingError` while `portal/settings.py` loads: its message is one line naming
 the variable, what is wrong (never its value: it may be a secret) and where to set it. `exit_on_setting_error`
@@ -26,6 +26,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 BOOLEANS = {"true", "false", "1", "0", "yes", "no", "on", "off", "y", "n", "t", "f", ""}
 DATABASE_ENGINES = {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
+# Any of these in the environment: the process is configured; the demo's file is not for it.
+CONFIGURED_BY = ("DJANGO_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+# The example's placeholder: a copied .env that still holds it must not run a production site.
+PLACEHOLDER_SECRETS = {"change-me"}
 
 
 class SettingError(ImproperlyConfigured):
@@ -51,7 +55,7 @@ def env_file(base_dir: Path, environment: os._Environ[str] | dict[str, str]) -> 
     if (base_dir / ".env").is_file():
         return base_dir / ".env", ".env"
     demo = base_dir / "var" / "demo.env"
-    if demo.is_file() and "DJANGO_SECRET_KEY" not in environment:
+    if demo.is_file() and not any(name in environment for name in CONFIGURED_BY):
         return demo, "the demo's env file (no .env)"
     return None, "no env file"
 

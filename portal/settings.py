@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from csp.constants import NONE, SELF
 
 from gateway.plugin import redisconn
-from portal.config import Env
+from portal.config import PLACEHOLDER_SECRETS, Env
 from portal.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -28,6 +28,9 @@ env = Env(BASE_DIR)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.required("DJANGO_SECRET_KEY")
+if SECRET_KEY in PLACEHOLDER_SECRETS and not DEBUG:
+    raise env.error("DJANGO_SECRET_KEY", "is the placeholder from .env.example (a long random string: "
+                                         "python -c \"import secrets; print(secrets.token_urlsafe(50))\")")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -100,6 +103,10 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A PostgreSQL that accepts and never answers must not hold a web worker (or /readyz) for minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The one-command demo: web, worker and beat share one SQLite file.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
