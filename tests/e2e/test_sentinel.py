@@ -164,7 +164,6 @@ def test_a_failover_keeps_keys_revocations_and_budgets(ha: HA, settings: Any) ->
     # Usage of every request served after the failover reaches the database. The consumer hands over to
     # the next through the broker: a hand-over sent to the old primary before Sentinel demoted it is lost
     # with it, and the worker restarts the chain within CONSUMER_WATCH_SECONDS (30 s); nothing is lost.
-    until(lambda: usage_count(budgeted["id"]) == 3, 45, 0.2)
-    until(lambda: usage_count(warm["id"]) == 2 and usage_count(fresh["id"]) == 1, 10, 0.2)
+    until(lambda: (usage_count(budgeted["id"]), usage_count(warm["id"]), usage_count(fresh["id"])) == (3, 2, 1), 45, 0.2)
     spent = int(ha.primary().get(contract.budget_keys("key", budgeted["id"], "all")[0]) or 0)
     assert spent == 3 * int(per_request * contract.NANO)
