@@ -304,7 +304,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler that also writes a heartbeat `manage.py doctor` reads (portal/ops/beat.py).
+CELERY_BEAT_SCHEDULER = "portal.ops.beat:HeartbeatScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
@@ -314,6 +315,8 @@ GATEWAY_PUBLIC_URL = env.str("GATEWAY_PUBLIC_URL", default="http://127.0.0.1:400
 # litellm-admin: the portal drives LiteLLM's own management API.
 # Where the portal's workers reach the gateway for judge and benchmark calls.
 GATEWAY_INTERNAL_URL = env.str("GATEWAY_INTERNAL_URL", default=GATEWAY_PUBLIC_URL).rstrip("/")
+# Every proxy `manage.py doctor` checks (comma separated); default: the internal URL.
+GATEWAY_URLS = [u.rstrip("/") for u in env.list("GATEWAY_URLS", default=[])] or [GATEWAY_INTERNAL_URL]
 GATEWAY_MODE = env.str("GATEWAY_MODE", default="managed")  # checked by gateway.backends at start-up
 LITELLM_ADMIN_URL = env.str("LITELLM_ADMIN_URL", default="http://127.0.0.1:4000").rstrip("/")
 LITELLM_MASTER_KEY = env.str("LITELLM_MASTER_KEY", default="")

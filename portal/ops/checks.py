@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import importlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +16,9 @@ import httpx
 from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+
+from gateway.plugin import redisconn
+from portal.logs import request_id_headers
 
 QUEUES = ("sync", "usage", "evals")
 MAX_SKEW_SECONDS = 2.0
@@ -46,22 +47,8 @@ def failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def request_id_headers() -> dict[str, str]:
-    """The current request id (`portal.logs`), so that doctor's calls can be found in the gateway's logs."""
-    try:
-        logs: Any = importlib.import_module("portal.logs")
-        return dict(logs.request_id_headers())
-    except (ImportError, AttributeError):
-        return {}
-
-
 def redis_where() -> str:
-    try:
-        redisconn: Any = importlib.import_module("gateway.plugin.redisconn")
-        return str(redisconn.describe(settings.REDIS_URL))
-    except (ImportError, AttributeError):
-        url = httpx.URL(settings.REDIS_URL)
-        return f"{url.scheme}://{url.host}:{url.port or 6379}{url.path}"
+    return redisconn.describe(settings.REDIS_URL)
 
 
 # Database, Redis ---------------------------------------------------------------------------------------
@@ -157,9 +144,7 @@ def check_beat() -> list[Check]:
 
 def gateway_urls() -> list[str]:
     """Every proxy: settings.GATEWAY_URLS (comma-separated in the environment), else GATEWAY_INTERNAL_URL."""
-    urls = getattr(settings, "GATEWAY_URLS", None) or \
-        [u for u in os.environ.get("GATEWAY_URLS", "").split(",") if u.strip()] or [settings.GATEWAY_INTERNAL_URL]
-    return [u.strip().rstrip("/") for u in urls if u.strip()] or [settings.GATEWAY_INTERNAL_URL.rstrip("/")]
+    return list(settings.GATEWAY_URLS)
 
 
 def check_gateway(url: str, timeout: float, clock: dict[str, float]) -> Check:
