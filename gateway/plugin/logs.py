@@ -131,9 +131,16 @@ def install() -> None:
     _installed = True
 
 
+def printable(text: str) -> str:
+    """`text` with control (and other non-printable) characters escaped: a client's path (percent-decoded by
+    the server, so `%0a` is a newline) must not start a log line of its own."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def access(method: str, path: str, status: int, outcome: str, reason: str, seconds: float) -> None:
-    """One line per request, when it ends."""
+    """One line per request, when it ends (the path escaped: `printable`)."""
     if ACCESS_LOG:
+        method, path = printable(method), printable(path)
         access_log.info("%s %s %s %s", method, path, status, outcome,
                         extra={"method": method, "path": path, "status": status, "outcome": outcome,
                                "reason": reason, "duration_ms": round(seconds * 1000, 2)})

@@ -90,9 +90,22 @@ class _Metrics:
 _metrics = _Metrics() if prom is not None else None
 
 
+# The statuses a `code` label names; any other is its class (`4xx`, `5xx`...): LiteLLM passes an upstream's
+# status through, and a tenant's own endpoint (an openai_compatible api_base) may answer any of 100-999,
+# each of which would otherwise be a new series for as long as the proxy runs.
+CODES = frozenset({200, 201, 204, 400, 401, 402, 403, 404, 405, 408, 409, 413, 415, 422, 429, 499, 500, 501, 502,
+                   503, 504})
+
+
+def code_label(status: int) -> str:
+    if status in CODES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
 def request(endpoint: str, outcome: str, status: int) -> None:
     if _metrics is not None:
-        _metrics.child(_metrics.requests, endpoint, outcome, str(status)).inc()
+        _metrics.child(_metrics.requests, endpoint, outcome, code_label(status)).inc()
 
 
 def refused(status: int, code: str) -> None:
@@ -103,7 +116,7 @@ def refused(status: int, code: str) -> None:
     if ctx is not None:
         ctx.reason = why
     if _metrics is not None:
-        _metrics.child(_metrics.refusals, why, str(status)).inc()
+        _metrics.child(_metrics.refusals, why, code_label(status)).inc()
 
 
 def redis_error(operation: str) -> None:

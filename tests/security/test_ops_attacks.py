@@ -180,8 +180,6 @@ def test_langfuse_connect_refuses_keys_another_organization_is_connected_with(
 # The gateway's access line (R1-B1) -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="R1-B1: the gateway's access line prints the decoded path as is: a %0a "
-                                       "in it forges a log line")
 def test_gateway_access_line_is_one_line_whatever_the_path() -> None:
     from gateway.plugin import logs
 
@@ -236,7 +234,6 @@ def test_a_configured_process_without_a_secret_key_does_not_take_the_demos(tmp_p
 # Metrics (R1-B2, R1-B4) ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="R1-B2: POST /metrics answers 403 (CSRF), showing the endpoint exists")
 @pytest.mark.django_db
 def test_metrics_is_the_sites_404_for_every_method(settings: Any) -> None:
     from django.test import Client
@@ -248,7 +245,6 @@ def test_metrics_is_the_sites_404_for_every_method(settings: Any) -> None:
     assert client.post("/metrics").status_code == 404
 
 
-@pytest.mark.xfail(strict=True, reason="R1-B4: an upstream's status code becomes a `code` label value")
 def test_an_upstreams_status_codes_do_not_make_new_series() -> None:
     import prometheus_client
 
