@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from gateway.models import ModelRoute, UsageRecord, VirtualKey
 from portal.access import Actor, system_actor
-from portal.models import Organization, Project
 from portal.logs import request_id_headers
+from portal.models import Organization, Project
 from portal.ops.checks import failure
 
 KEY_LIFETIME = dt.timedelta(minutes=10)
