@@ -35,6 +35,9 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -74,6 +77,25 @@ class AsyncFollowingPool(aiosentinel.SentinelConnectionPool):
             except redis.ConnectionError:
                 pass
         return await super().get_connection(*args, **kwargs)
+
+
+def primary_moved(client: redis.Redis, connection: Any) -> bool:
+    """Whether a Sentinel client's `connection` (a long-lived one: pub/sub) is no longer to the node the
+    sentinels name as the primary (asks them now). False for a plain client, a connection not
+    connected, or when no sentinel answers (keep what we have)."""
+    pool = client.connection_pool
+    if not isinstance(pool, redis.sentinel.SentinelConnectionPool) or connection is None:
+        return False
+    try:
+        host, port = pool.get_master_address()
+    except redis.ConnectionError:
+        return False
+    return (str(connection.host), int(connection.port)) != (str(host), int(port))
+
+
+def node_of(connection: Any) -> str:
+    """host:port of a connection (for logs), or "?"."""
+    return f"{getattr(connection, 'host', '?')}:{getattr(connection, 'port', '?')}"
 
 
 @dataclass(frozen=True)
@@ -144,9 +166,11 @@ def describe(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, parts.fragment))
 
 
-def _sentinel_kwargs(spec: SentinelURL, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The sentinels' connections: the same socket options, their own credentials."""
-    return {**{k: v for k, v in kwargs.items() if k.startswith("socket_")}, **spec.sentinel_auth}
+def _sentinel_kwargs(spec: SentinelURL, kwargs: dict[str, Any], retry: Any) -> dict[str, Any]:
+    """The sentinels' connections: the same socket options, their own credentials, and no retry: a
+    sentinel that does not answer is skipped for the next one at once (redis-py's default retries it
+    three times with backoff, about 4 s, on every new client: the event listener reconnected that late)."""
+    return {**{k: v for k, v in kwargs.items() if k.startswith("socket_")}, **spec.sentinel_auth, "retry": retry}
 
 
 def _node_kwargs(spec: SentinelURL, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +187,8 @@ def from_url(url: str, **kwargs: Any) -> redis.Redis:
     spec = parse_sentinel(url)
     if spec is None:
         return redis.Redis.from_url(url, **kwargs)
-    sentinel = redis.sentinel.Sentinel(spec.sentinels, sentinel_kwargs=_sentinel_kwargs(spec, kwargs))
+    sentinel = redis.sentinel.Sentinel(spec.sentinels,
+                                       sentinel_kwargs=_sentinel_kwargs(spec, kwargs, Retry(NoBackoff(), 0)))
     client = sentinel.master_for(spec.service, redis_class=redis.Redis, connection_pool_class=FollowingPool,
                                  **_node_kwargs(spec, kwargs))
     client.auto_close_connection_pool = True  # as from_url's: close() closes the client's connections
@@ -175,7 +200,8 @@ def async_from_url(url: str, **kwargs: Any) -> aioredis.Redis:
     spec = parse_sentinel(url)
     if spec is None:
         return aioredis.Redis.from_url(url, **kwargs)
-    sentinel = aiosentinel.Sentinel(spec.sentinels, sentinel_kwargs=_sentinel_kwargs(spec, kwargs))
+    sentinel = aiosentinel.Sentinel(spec.sentinels,
+                                    sentinel_kwargs=_sentinel_kwargs(spec, kwargs, AsyncRetry(NoBackoff(), 0)))
     client = sentinel.master_for(spec.service, redis_class=aioredis.Redis, connection_pool_class=AsyncFollowingPool,
                                  **_node_kwargs(spec, kwargs))
     client.auto_close_connection_pool = True

@@ -190,14 +190,26 @@ class GatewayState:
                 self._schedule_models_reload()
                 self.connected.set()
                 backoff = 0.1
-                for message in pubsub.listen():  # blocks in the socket, without holding the GIL
+                log.info("gateway events: listening on %s", redisconn.node_of(pubsub.connection))
+                checked = time.monotonic()
+                while not self._stop.is_set():
+                    # Waits in the socket (without holding the GIL) for at most a second; every second it
+                    # checks that its node is still the primary. Behind Sentinel, a planned failover leaves
+                    # the old one up for seconds, and once it is a replica it hears the new primary's events
+                    # only after resynchronising: the portal publishes on the new one at once.
+                    message = pubsub.get_message(timeout=redisconn.PRIMARY_CHECK_SECONDS)
+                    if time.monotonic() - checked >= redisconn.PRIMARY_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        if redisconn.primary_moved(client, pubsub.connection):
+                            log.warning("gateway events: the Redis primary moved; listening on the new one")
+                            break
+                    if message is None:
+                        continue
                     if message["type"] == "message":
                         self._handle(message["data"])
                     elif message["type"] == "subscribe":  # also when redis-py re-subscribed on a new connection
                         self.cache.clear()  # (a failover, a dropped socket): events may have been missed
                         self._schedule_models_reload()
-                    if self._stop.is_set():
-                        break
             except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
                 metrics.redis_error("events")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,8 +17,10 @@ from typing import Any
 import pytest
 import redis
 
+from gateway import usage
 from gateway.models import UsageRecord
 from gateway.plugin import contract
+from portal.celery import CONSUMER_WATCH_SECONDS
 from tests.e2e.helpers import chat, issue_key, status_of, until
 from tests.e2e.procs import LOGS, Gateway, Proc, RedisServer, Worker, free_port, portal_env, wait_for
 from tests.e2e.stack import database_url
@@ -46,6 +49,11 @@ class SentinelServer(Proc):
         address: Any = self.client.sentinel_get_master_addr_by_name(SERVICE)
         return int(address[1])
 
+    def masters_port(self) -> int:
+        """The primary's port as SENTINEL MASTERS gives it (what redis-py's clients ask)."""
+        masters: Any = self.client.sentinel_masters()
+        return int(masters[SERVICE]["port"])
+
     def knows_a_healthy_replica(self) -> bool:
         replicas = self.client.sentinel_slaves(SERVICE)
         return any(r["is_slave"] and not r["is_sdown"] and r["master-link-status"] == "ok" for r in replicas)
@@ -63,14 +71,18 @@ class HA:
         return redis.Redis(port=self.sentinel.primary_port(), decode_responses=True)
 
     def fail_over(self) -> tuple[int, int]:
-        """SENTINEL FAILOVER, until the replica is the primary and the old primary its replica."""
+        """SENTINEL FAILOVER, until the sentinels name the replica as the primary. The old primary is
+        still up and a primary itself then, until Sentinel turns it into a replica (`demoted`)."""
         old = self.sentinel.primary_port()
         self.sentinel.client.execute_command("SENTINEL", "FAILOVER", SERVICE)
-        wait_for(lambda: self.sentinel.primary_port() != old, 20, "failover")
-        new = self.sentinel.primary_port()
-        demoted = redis.Redis(port=old, decode_responses=True)
-        wait_for(lambda: demoted.info("replication")["role"] == "slave", 20, "old primary demoted")
-        return old, new
+        wait_for(lambda: self.sentinel.primary_port() != old and self.sentinel.masters_port() != old, 20, "failover")
+        return old, self.sentinel.primary_port()
+
+    def role(self, port: int) -> str:
+        return str(redis.Redis(port=port, decode_responses=True).info("replication")["role"])
+
+    def demoted(self, old: int) -> None:
+        wait_for(lambda: self.role(old) == "slave", 30, "old primary demoted")
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +137,6 @@ def usage_count(key_id: int) -> int:
     return UsageRecord.objects.filter(key_id=key_id).count()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "quarantined (F, 20:00): 2 of the last 3 runs on a loaded host failed after the failover, once a revocation "
-    "not reaching the proxy within 2 s, once usage not stored within 45 s; cause open (/work/notes/F.md)"))
 def test_a_failover_keeps_keys_revocations_and_budgets(ha: HA, settings: Any) -> None:
     settings.REDIS_URL = ha.url  # the portal writes through Sentinel to whichever node is the primary
     acme = make_tenant("acme")
@@ -147,16 +156,32 @@ def test_a_failover_keeps_keys_revocations_and_budgets(ha: HA, settings: Any) ->
     assert served(gw, budgeted["key"]) == 200
     until(lambda: usage_count(budgeted["id"]) == 1, 10)
 
+    in_window = issue_key(acme, allowed_routes=["priced"])
+    assert served(gw, in_window["key"]) == 200
+
     old, new = ha.fail_over()
+    switched = time.monotonic()
+    # The sentinels name the new primary; the old one is still a primary for about 10 s. The portal writes
+    # to the new one, and the proxy's event listener moves there within a second: a revocation now reaches
+    # the proxy at once, not when Sentinel demotes the old primary.
+    assert acme.client("owner").post(acme.url(f"keys/{in_window['id']}/revoke/")).status_code == 200
+    heard = until(lambda: served(gw, in_window["key"]) == 401, 3, 0.05)
+    old_role = ha.role(old)
+    print(f"primary {old} -> {new}; a revocation {time.monotonic() - switched:.2f} s after the switch reached "
+          f"the proxy in {heard:.2f} s; the old primary was still a {old_role}")
+    ha.demoted(old)
+    demoted = time.monotonic()
+    print(f"old primary demoted {demoted - switched:.2f} s after the switch")
     assert ha.primary().info("replication")["role"] == "master"
     # Served again once the proxy's next connection asked the sentinels (no restart, no reconfiguration).
     waited = until(lambda: served(gw, budgeted["key"]) == 200, 15, 0.1)
-    print(f"primary {old} -> {new}; the proxy served again {waited:.2f} s after the failover")
+    print(f"the proxy served again {waited:.2f} s after the demotion")
     assert served(gw, budgeted["key"]) == 200  # the third of three
     code, message = status_of(lambda: chat(gw.url, budgeted["key"], model="priced"))
     assert code == 429, message  # the spend counters came over with the replica: the budget holds
-    code, message = status_of(lambda: chat(gw.url, revoked["key"], model="priced"))
-    assert code == 401 and "revoked" in message
+    for key in (revoked, in_window):
+        code, message = status_of(lambda k=key: chat(gw.url, k["key"], model="priced"))  # type: ignore[misc]
+        assert code == 401 and "revoked" in message
     assert served(gw, warm["key"]) == 200
 
     # The portal writes to the new primary, and the proxy hears its events: a key issued and revoked now.
@@ -164,9 +189,15 @@ def test_a_failover_keeps_keys_revocations_and_budgets(ha: HA, settings: Any) ->
     until(lambda: served(gw, fresh["key"]) == 200, 5, 0.1)
     assert acme.client("owner").post(acme.url(f"keys/{fresh['id']}/revoke/")).status_code == 200
     until(lambda: served(gw, fresh["key"]) == 401, 2, 0.02)  # the revocation event, not the cache's TTL
-    # Usage of every request served after the failover reaches the database. The consumer hands over to
-    # the next through the broker: a hand-over sent to the old primary before Sentinel demoted it is lost
-    # with it, and the worker restarts the chain within CONSUMER_WATCH_SECONDS (30 s); nothing is lost.
-    until(lambda: (usage_count(budgeted["id"]), usage_count(warm["id"]), usage_count(fresh["id"])) == (3, 2, 1), 45, 0.2)
+    # Usage of every request served after the failover reaches the database, within the documented bound
+    # (docs/operations.md): the consumer hands over to the next through the broker, and kombu stays on the
+    # old primary until it is demoted, so a hand-over sent meanwhile is lost with it; the worker restarts
+    # the chain within CONSUMER_WATCH_SECONDS once the lapsed consumer lock shows none runs. Nothing is lost.
+    bound = CONSUMER_WATCH_SECONDS + usage.CONSUMER_LOCK_MS / 1000 + 20
+    counts = (usage_count(budgeted["id"]), usage_count(warm["id"]), usage_count(fresh["id"]))
+    until(lambda: (usage_count(budgeted["id"]), usage_count(warm["id"]), usage_count(fresh["id"])) == (3, 2, 1),
+          max(1.0, bound - (time.monotonic() - demoted)), 0.2)
+    print(f"usage stored {time.monotonic() - demoted:.2f} s after the demotion (bound {bound:.0f} s; "
+          f"counts {counts} when the wait began)")
     spent = int(ha.primary().get(contract.budget_keys("key", budgeted["id"], "all")[0]) or 0)
     assert spent == 3 * int(per_request * contract.NANO)
