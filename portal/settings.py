@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,10 @@ LOGOUT_REDIRECT_URL = "web:login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise env.error("TIME_ZONE", "is not a time zone name such as UTC or Europe/Paris") from None
 USE_I18N = True
 USE_TZ = True
 
@@ -289,6 +295,9 @@ for _name, _url in (("REDIS_URL", REDIS_URL), ("CELERY_BROKER_URL", CELERY_BROKE
         redisconn.parse_sentinel(_url)
     except ValueError as _exc:
         raise env.error(_name, f"is not a usable Redis URL ({_exc})")
+    if not redisconn.parse_sentinel(_url) and _url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+        raise env.error(_name, "is not a Redis URL (redis://host:6379/0, rediss://..., unix:///path, "
+                               "or redis+sentinel://host:26379/<service>/0)")
 CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = redisconn.celery_broker(CELERY_BROKER_URL)
 if CELERY_BROKER_TRANSPORT_OPTIONS:
     os.environ.pop("CELERY_BROKER_URL", None)  # Celery prefers the variable to the settings: ours are kombu's form
@@ -318,6 +327,12 @@ GATEWAY_INTERNAL_URL = env.str("GATEWAY_INTERNAL_URL", default=GATEWAY_PUBLIC_UR
 # Every proxy `manage.py doctor` checks (comma separated); default: the internal URL.
 GATEWAY_URLS = [u.rstrip("/") for u in env.list("GATEWAY_URLS", default=[])] or [GATEWAY_INTERNAL_URL]
 GATEWAY_MODE = env.str("GATEWAY_MODE", default="managed")  # checked by gateway.backends at start-up
+# A backend is a module (or package) of gateway/backends/ named for its mode (gateway/backends/base.py).
+_backend = BASE_DIR / "gateway" / "backends" / GATEWAY_MODE.replace("-", "_")
+if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", GATEWAY_MODE) or not (
+        _backend.with_suffix(".py").is_file() or (_backend / "__init__.py").is_file()):
+    raise env.error("GATEWAY_MODE", "names no gateway backend (managed, or litellm-admin: a module of "
+                                    "gateway/backends/)")
 LITELLM_ADMIN_URL = env.str("LITELLM_ADMIN_URL", default="http://127.0.0.1:4000").rstrip("/")
 LITELLM_MASTER_KEY = env.str("LITELLM_MASTER_KEY", default="")
 # Seals provider secrets and Langfuse secret keys in the gateway's Redis documents; only the
@@ -350,7 +365,9 @@ IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 # Longest grace period a key rotation may give the old key.
 KEY_ROTATION_MAX_GRACE_SECONDS = env.int("KEY_ROTATION_MAX_GRACE_SECONDS", default=30 * 24 * 3600)
 
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise env.error("LOG_LEVEL", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 # plain: one readable line; json: one JSON object a line (time, level, logger, message, request_id, extras).
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 if LOG_FORMAT not in ("plain", "json"):

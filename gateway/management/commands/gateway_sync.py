@@ -8,9 +8,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+import redis
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway import sync
+from gateway.backends import GatewayError
+from gateway.plugin import redisconn
 
 
 class Command(BaseCommand):
@@ -20,6 +24,15 @@ class Command(BaseCommand):
         parser.add_argument("--check", action="store_true", help="Only report drift; change nothing.")
 
     def handle(self, *args: Any, check: bool, **options: Any) -> None:
+        try:
+            self.run(check)
+        except (redis.RedisError, OSError) as exc:  # one line saying what to do, not a traceback
+            raise CommandError(f"Redis at {redisconn.describe(settings.REDIS_URL)} did not answer "
+                               f"({type(exc).__name__}); start it or fix REDIS_URL, then run this again") from None
+        except GatewayError as exc:
+            raise CommandError(f"the gateway refused or could not be reached: {exc}") from None
+
+    def run(self, check: bool) -> None:
         backend = sync.backend()
         if check:
             problems = backend.drift()
