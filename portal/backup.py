@@ -171,9 +171,11 @@ def rebuild_gateway_state() -> tuple[int, int]:
     database (spend counters of the current periods included), as
     `gateway_sync`: (Redis keys deleted, virtual keys pushed)."""
     from gateway import sync
+    from gateway.backends.managed import ManagedBackend
     from gateway.models import VirtualKey
 
     backend = sync.backend()
-    deleted = clear_gateway_state(redis_client()) if backend.name == "managed" else 0
+    # Only the backend whose state lives in Redis has any there to clear (no mode named outside gateway/backends).
+    deleted = clear_gateway_state(redis_client()) if isinstance(backend, ManagedBackend) else 0
     backend.push_all()
     return deleted, VirtualKey.objects.count()
