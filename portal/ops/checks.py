@@ -221,27 +221,51 @@ def _langfuse_one(conn: Any, timeout: float) -> tuple[dict[str, Any], float | No
 
 
 def bounded(calls: list[Callable[[], Any]], deadline: float, at_once: int = 16) -> list[tuple[str, Any]]:
-    """Run the calls on daemon threads, at most `at_once` at a time, each batch until `deadline` seconds
-    (monotonic) after its start: ("ok", value), ("error", exception) or ("timeout", None) per call. A host
-    that answers a byte a second never trips a read timeout; a daemon thread left on it cannot hold the
-    command (nor the interpreter's exit, as a ThreadPoolExecutor's threads would)."""
-    out: list[tuple[str, Any]] = [("timeout", None)] * len(calls)
+    """Run the calls on daemon threads, at most `at_once` at a time, all of them within `deadline` seconds:
+    ("ok", value), ("error", exception), ("timeout", None) for a call still running at the deadline, or
+    ("skipped", None) for one never started by then. One deadline for the whole, however many calls: a
+    tenant's projects are as many as it likes, and its hosts may answer a byte a second (no read timeout
+    trips), so a deadline per batch would let it stretch doctor at will. A daemon thread left on such a
+    host holds neither the command nor the interpreter's exit (a ThreadPoolExecutor's would). Not more
+    threads: making a client costs CPU (~50 ms here), and 64 at once took longer than the deadline."""
+    out: list[tuple[str, Any]] = [("skipped", None)] * len(calls)
+    until = time.monotonic() + deadline
+    changed = threading.Condition()
+    running = 0
 
     def runner(i: int, call: Callable[[], Any]) -> None:
+        nonlocal running
         try:
-            out[i] = ("ok", call())
+            result: tuple[str, Any] = ("ok", call())
         except Exception as exc:  # noqa: BLE001 - handed to the caller
-            out[i] = ("error", exc)
+            result = ("error", exc)
+        with changed:
+            out[i] = result
+            running -= 1
+            changed.notify()
 
-    for first in range(0, len(calls), at_once):
-        until = time.monotonic() + deadline
-        threads = [threading.Thread(target=runner, args=(i, calls[i]), daemon=True, name=f"doctor-{i}")
-                   for i in range(first, min(first + at_once, len(calls)))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(max(0.0, until - time.monotonic()))
-    return list(out)
+    with changed:
+        for i, call in enumerate(calls):
+            while running >= at_once and time.monotonic() < until:
+                changed.wait(until - time.monotonic())
+            if time.monotonic() >= until:
+                break
+            out[i] = ("timeout", None)
+            running += 1
+            threading.Thread(target=runner, args=(i, call), daemon=True, name=f"doctor-{i}").start()
+        while running and time.monotonic() < until:
+            changed.wait(until - time.monotonic())
+        return list(out)
+
+
+def interleaved(conns: list[Any]) -> list[Any]:
+    """The connections one organization at a time (its first project, the next one's first, ...): one
+    organization's many slow hosts then cannot take every thread before the others get one."""
+    by_org: dict[int, list[Any]] = {}
+    for conn in conns:
+        by_org.setdefault(conn.project.organization_id, []).append(conn)
+    rounds = max(len(group) for group in by_org.values())
+    return [group[i] for i in range(rounds) for group in by_org.values() if i < len(group)]
 
 
 def check_langfuse(timeout: float, clock: dict[str, float]) -> list[Check]:
@@ -253,15 +277,21 @@ def check_langfuse(timeout: float, clock: dict[str, float]) -> list[Check]:
     if not conns:
         return [Check("langfuse", True, "no project is connected to Langfuse")]
     # Each project's check together, the whole of it bounded (a health call and an authenticated call).
-    calls: list[Callable[[], Any]] = [functools.partial(_langfuse_one, c, timeout) for c in conns]
-    outcomes = bounded(calls, timeout * 2 + 1)
+    order = interleaved(conns)
+    calls: list[Callable[[], Any]] = [functools.partial(_langfuse_one, c, timeout) for c in order]
+    outcomes = dict(zip((c.pk for c in order), bounded(calls, timeout * 2 + 1), strict=True))
     out: list[Check] = []
-    for conn, (state, value) in zip(conns, outcomes, strict=True):
+    for conn in conns:  # shown in the order of organizations and projects
+        state, value = outcomes[conn.pk]
         name = f"langfuse:{conn.project.organization.slug}/{conn.project_id}"
         fix = (f"check the project's Langfuse connection ({conn.host}): the host must answer and the keys be "
                f"the project's (web: the project's Langfuse settings; API: PUT .../projects/{conn.project_id}/langfuse/)")
         if state == "timeout":
             out.append(Check(name, False, f"{conn.host}: no full answer within {timeout * 2 + 1:g} s", fix))
+        elif state == "skipped":
+            out.append(Check(name, False, f"{conn.host}: not checked: the Langfuse check's {timeout * 2 + 1:g} s "
+                             "ran out (other hosts answered too slowly)",
+                             "look at the hosts that timed out above; `doctor --only langfuse --timeout N` waits longer"))
         elif state == "error":
             detail = str(value) if isinstance(value, LangfuseError) else failure(value)
             out.append(Check(name, False, f"{conn.host}: {detail}", fix))
