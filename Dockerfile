@@ -15,4 +15,6 @@ RUN useradd --create-home portal && mkdir -p /var/run/portal-metrics \
     && chown -R portal /app /var/run/portal-metrics
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "portal.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "portal.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--access-logfile", "-", \
+     "--logger-class", "portal.gunicorn_logging.AccessLogger", \
+     "--access-logformat", "%(h)s %(t)s \"%(r)s\" %(s)s %(b)s %(M)sms \"%(a)s\" %({x-request-id}o)s"]

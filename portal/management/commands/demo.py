@@ -27,6 +27,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from portal.gunicorn_logging import ACCESS_FORMAT
+
 LOG_DIR = Path(settings.BASE_DIR) / "var" / "log"
 
 
@@ -123,7 +125,8 @@ class Command(BaseCommand):
                                         "--appendonly", "no"]))
         return procs + [
             Proc("web", [python, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{web_port}", "-w", "2",
-                         "--access-logfile", "-"], f"http://127.0.0.1:{web_port}/login/"),
+                         "--access-logfile", "-", "--logger-class", "portal.gunicorn_logging.AccessLogger",
+                         "--access-logformat", ACCESS_FORMAT], f"http://127.0.0.1:{web_port}/login/"),
             Proc("gateway", [python, "manage.py", "gateway", "--port", str(gateway_port)],
                  f"http://127.0.0.1:{gateway_port}/health/liveliness"),
             # SIGQUIT: a cold shutdown; the long usage task is safe to cut (acknowledged late, idempotent)
