@@ -77,8 +77,9 @@ def used_by_another_organization(conn: LangfuseConnection) -> bool:
     same = Q(public_key=conn.public_key)
     if conn.langfuse_project_id:
         same |= Q(langfuse_project_id=conn.langfuse_project_id)
-    others = LangfuseConnection.objects.filter(host=conn.host).exclude(
-        project__organization_id=conn.project.organization_id)
+    # Whatever the host's spelling (localhost or 127.0.0.1, a name or its address, upper case): a public key
+    # and a Langfuse project id belong to one Langfuse project.
+    others = LangfuseConnection.objects.exclude(project__organization_id=conn.project.organization_id)
     return others.filter(same).exists()
 
 
