@@ -161,8 +161,8 @@ def describe(url: str) -> str:
     userinfo, at, hosts = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":***"
-    query = "&".join(f"{k}=***" if "password" in k else f"{k}={v}"
-                     for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    # Every option's value masked, not only those named *password*: a mistyped `sentinel_passwd=` holds one too.
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, parts.fragment))
 
 
