@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var
 ENV_FILE=var/demo.env
+# The file holds the demo's secret key, encryption key and sealing key: readable by this user only.
 if [ ! -f "$ENV_FILE" ]; then
-  .venv/bin/python - "$ENV_FILE" <<'PY'
+  (umask 077; .venv/bin/python - "$ENV_FILE" <<'PY'
 import secrets, sys
 from cryptography.fernet import Fernet
 with open(sys.argv[1], "w") as f:
@@ -19,7 +20,9 @@ with open(sys.argv[1], "w") as f:
     f.write("GATEWAY_PUBLIC_URL=http://127.0.0.1:4000\n")
     f.write("LITELLM_LOCAL_MODEL_COST_MAP=True\n")
 PY
+  )
 fi
+chmod 600 "$ENV_FILE"
 # Redis: use a running one; otherwise the demo starts its own (installed here if missing).
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && ! command -v redis-server >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
