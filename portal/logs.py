@@ -62,7 +62,10 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
-            record.request_id = _current.get() or "-"
+            rid = _current.get()
+            if rid is None:  # django.request's line of a 4xx is written after the middleware returned
+                rid = getattr(getattr(record, "request", None), "request_id", None)
+            record.request_id = rid if isinstance(rid, str) and rid else "-"
         return True
 
 
