@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from gateway.backends import Backend, backend
@@ -58,10 +58,23 @@ def process(rows: Iterable[SyncOutbox], push: Backend | None = None) -> int:
     return pushed
 
 
+def _commit_without_flush() -> None:
+    """This transaction's commit does not wait for PostgreSQL to flush its log to disk (~6 ms here,
+    paid by every revocation's API call after its push). Safe: it only marks outbox rows done; were
+    the marks lost in a crash, the rows are pushed again, and a push is idempotent. The change itself
+    committed durably in its own transaction before."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def drain_outbox(limit: int = 500) -> int:
     """Push what is due. Rows are claimed with SKIP LOCKED, so several
     workers (and web processes) never push the same row at once."""
+    outermost = not connection.in_atomic_block  # never relax a caller's transaction
     with transaction.atomic():
+        if outermost:
+            _commit_without_flush()
         rows = list(_due(timezone.now()).order_by("pk").select_for_update(skip_locked=True)[:limit])
         return process(rows)
 

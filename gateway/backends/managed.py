@@ -46,6 +46,23 @@ class ManagedBackend:
         doc = {**doc, "v": v}
         self._set(keys=[key], args=[json.dumps(doc, separators=(",", ":")), v, int(expire_at or 0)])
 
+    def _write_and_publish(self, writes: list[tuple[str, dict[str, Any], int, float | None]], kind: str,
+                           object_id: int, **extra: Any) -> None:
+        """The documents, then the event, in one round trip: a pipeline keeps the order, so every
+        document is written before a proxy hears of it (a revocation waits for this push). If Redis
+        has lost its script cache (a restart), the plain way, which loads the script, does it again."""
+        pipe = self.r.pipeline(transaction=False)
+        for name, doc, v, expire_at in writes:
+            pipe.evalsha(self._set.sha, 1, name, json.dumps({**doc, "v": v}, separators=(",", ":")), v,
+                         int(expire_at or 0))
+        pipe.publish(contract.EVENTS, json.dumps({"type": kind, "id": object_id, **extra}))
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:
+            for name, doc, v, expire_at in writes:
+                self._write(name, doc, v, expire_at)
+            self._publish(kind, object_id, **extra)
+
     def _publish(self, kind: str, object_id: int, **extra: Any) -> None:
         self.r.publish(contract.EVENTS, json.dumps({"type": kind, "id": object_id, **extra}))
 
@@ -62,11 +79,12 @@ class ManagedBackend:
             return
         self._restore_if_budgeted("key", key)
         hashes = documents.hash_documents(key)
-        for sha, grace_until in hashes:
-            expire = grace_until + 7 * 86400 if grace_until is not None else None
-            self._write(contract.hash_doc(sha), {"key_id": key.pk, "grace_until": grace_until}, v, expire)
-        self._write(contract.key_doc(key.pk), documents.key_document(key), v)
-        self._publish("key", key.pk, hashes=[sha for sha, _ in hashes])
+        writes: list[tuple[str, dict[str, Any], int, float | None]] = [
+            (contract.hash_doc(sha), {"key_id": key.pk, "grace_until": grace_until}, v,
+             grace_until + 7 * 86400 if grace_until is not None else None)
+            for sha, grace_until in hashes]
+        writes.append((contract.key_doc(key.pk), documents.key_document(key), v, None))
+        self._write_and_publish(writes, "key", key.pk, hashes=[sha for sha, _ in hashes])
 
     def push_organization(self, org_id: int) -> None:
         v = self._version()
