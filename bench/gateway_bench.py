@@ -167,17 +167,17 @@ def bench_proxies(bare: Proc, plugin: Gateway, key: str, rounds: int, seconds: i
 
 
 def poll_until_401(c: Any, headers: dict[str, str], name: str, t0_box: list[float], seen: dict[str, float],
-                   stop: threading.Event) -> None:
+                   stop: threading.Event, poll_s: float = 0.002) -> None:
     """Ask one proxy as fast as it answers until the key is refused; note when."""
     while not stop.is_set():
         if c.get("/v1/models", headers=headers).status_code == 401 and t0_box:
             seen.setdefault(name, time.perf_counter() - t0_box[0])
             return
-        time.sleep(0.002)  # leave the machine's two cores some room for the portal itself
+        time.sleep(poll_s)  # leave the machine's two cores some room for the portal itself
 
 
 def bench_revocation(web_url: str, gateways: list[Gateway], token: str, team: Any, project: Any,
-                     n: int) -> dict[str, list[float]]:
+                     n: int, poll_s: float = 0.002) -> dict[str, list[float]]:
     import httpx
 
     api = httpx.Client(base_url=f"{web_url}/api/v1/orgs/bench/", headers={"Authorization": f"Bearer {token}"},
@@ -193,7 +193,7 @@ def bench_revocation(web_url: str, gateways: list[Gateway], token: str, team: An
         seen: dict[str, float] = {}
         stop = threading.Event()
         t0_box: list[float] = []
-        pollers = [threading.Thread(target=poll_until_401, args=(c, headers, gw.name, t0_box, seen, stop))
+        pollers = [threading.Thread(target=poll_until_401, args=(c, headers, gw.name, t0_box, seen, stop, poll_s))
                    for c, gw in zip(clients, gateways, strict=True)]
         for p in pollers:
             p.start()
