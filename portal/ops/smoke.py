@@ -186,6 +186,7 @@ class Smoke:
         if not trace_ids:
             raise SmokeError("the usage records name no trace", "check the project's Langfuse connection (doctor)")
         found: set[str] = set()
+        last: list[str] = []  # the last error other than "not there yet", shown if the traces never come
         with LangfuseClient(conn.host, conn.public_key, conn.secret_key(), timeout=5, max_retries=0) as client:
             def look() -> set[str]:
                 for trace_id in trace_ids:
@@ -193,13 +194,19 @@ class Smoke:
                         try:
                             client.trace(trace_id)
                             found.add(trace_id)
-                        except LangfuseError:
-                            pass
+                        except LangfuseError as exc:
+                            if exc.status == 404:  # not ingested yet: Langfuse lists a trace late
+                                continue
+                            if exc.permanent:  # keys refused, outbound policy, not Langfuse: waiting won't help
+                                raise SmokeError(str(exc), "check the project's Langfuse connection "
+                                                 "(`python manage.py doctor`)") from None
+                            last[:] = [str(exc)]
                 return found
 
             wait_for(look, lambda f: len(f) == len(trace_ids), TRACE_TIMEOUT, interval=1.0)
         if len(found) < len(trace_ids):
-            raise SmokeError(f"{len(found)} of {len(trace_ids)} traces in {conn.host} after {TRACE_TIMEOUT:g} s",
+            seen = f" (last error: {last[0]})" if last else ""
+            raise SmokeError(f"{len(found)} of {len(trace_ids)} traces in {conn.host} after {TRACE_TIMEOUT:g} s{seen}",
                              "check the project's Langfuse keys (doctor) and the gateway's log for the exporter")
         return f"{len(found)} traces in {conn.host}"
 
@@ -220,7 +227,11 @@ class Smoke:
                 return exc.status_code
             return 200
 
-        code = wait_for(status, lambda c: c == 401, REVOKE_TIMEOUT, interval=0.1)
+        try:
+            code = wait_for(status, lambda c: c == 401, REVOKE_TIMEOUT, interval=0.1)
+        except openai.APIConnectionError as exc:
+            raise SmokeError(f"not checked: {self.target.gateway} cannot be reached ({failure(exc)})",
+                             "start the gateway, or pass --gateway URL") from None
         if code != 401:
             raise SmokeError(f"the revoked key still answers {code} after {REVOKE_TIMEOUT:g} s",
                              "the gateway does not see revocations: run `python manage.py doctor` (drift, Redis)")

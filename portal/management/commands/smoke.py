@@ -10,10 +10,12 @@ first active route. See portal/ops/smoke.py."""
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from portal.logs import bind_request_id
 from portal.ops.smoke import Smoke, SmokeError, Step, resolve
 
 
@@ -33,15 +35,18 @@ class Command(BaseCommand):
         except SmokeError as exc:
             self.stdout.write(Step("target", False, 0.0, exc.detail, exc.fix).line())
             sys.exit(1)
+        # One request id for every call of the run, printed: the gateway's log lines of this run carry it.
+        request_id = f"smoke-{uuid.uuid4().hex[:16]}"
         self.stdout.write(f"smoke: {target.org.slug}/{target.project.name} (project {target.project.pk}), "
-                          f"route '{target.route.name}', gateway {target.gateway}")
+                          f"route '{target.route.name}', gateway {target.gateway}, request id {request_id}")
 
         def show(step: Step) -> None:
             self.stdout.write(step.line())
             self.stdout.flush()
 
         smoke = Smoke(target, report=show)
-        ok = smoke.run()
+        with bind_request_id(request_id):
+            ok = smoke.run()
         total = sum(s.seconds for s in smoke.steps)
         failed = [s for s in smoke.steps if not s.ok]
         self.stdout.write(f"{len(smoke.steps) - len(failed)} passed, {len(failed)} failed in {total:.2f} s")
