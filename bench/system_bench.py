@@ -58,30 +58,10 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
 os.environ.pop("PORTAL_ENV_FILE", None)
 
-from bench.gateway_bench import MASTER, bare_litellm, bench_revocation, ensure_wrk, pct, wrk  # noqa: E402
-from tests.e2e.procs import LOGS, Gateway, Proc, free_port, http_ok, portal_env, wait_for  # noqa: E402
+from bench.gateway_bench import MASTER, bare_litellm, bench_revocation, ensure_wrk, pct, seed, wrk  # noqa: E402
+from tests.e2e.procs import LOGS, Gateway, Proc, RedisServer, free_port, http_ok, portal_env, wait_for  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-class Redis(Proc):
-    """Redis as production runs it: append-only file, fsync every second."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        super().__init__(f"redis-{self.port}", [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "everysec"], dict(os.environ))
-
-    def start(self) -> Redis:
-        super().start()
-        import redis
-
-        client = redis.Redis(port=self.port)
-        wait_for(lambda: client.ping(), 20, "redis", self.p)
-        return self
 
 
 # CPU accounting ------------------------------------------------------------------------------
@@ -169,22 +149,6 @@ def setup_django(redis_url: str) -> None:
 
     call_command("migrate", verbosity=0)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the revocation runs
-
-
-def seed() -> dict[str, Any]:
-    from gateway.services import keys, routes
-    from portal import services
-    from portal.access import system_actor
-
-    org, token = services.bootstrap_organization(slug="bench", owner_email="owner@bench.test")
-    actor = system_actor(org, "bench")
-    team = services.team_create(actor=actor, data={"name": "load"})
-    project = services.project_create(actor=actor, data={"name": "load", "team": team})
-    routes.route_create(actor=actor, data={"name": "chat", "deployments": [
-        {"credential": None, "model": "gpt-4o-mini", "litellm_params": {"mock_response": "ok"}}]})
-    key = keys.key_create(actor=actor, data={"name": "load", "team": team, "project": project,
-                                             "max_budget": 1_000_000, "budget_period": "monthly"})
-    return {"org": org, "team": team, "project": project, "token": token, "key": key.plaintext}
 
 
 def stream_empty(redis_url: str, timeout: float = 60) -> float:
@@ -280,7 +244,7 @@ def profile(gateway: Gateway, key: str, profile_dir: Path, seconds: int, directo
 
 
 def start(directory: Path, profile_dir: Path, conn_max_age: int) -> tuple[list[Proc], dict[str, Any]]:
-    redis_server = Redis(directory / "redis").start()
+    redis_server = RedisServer(directory / "redis", appendfsync="everysec").start()  # as production runs it
     procs: list[Proc] = [redis_server]
     setup_django(redis_server.url)
     data = seed()

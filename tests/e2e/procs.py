@@ -81,13 +81,13 @@ class RedisServer(Proc):
     """A Redis of the test session's own, with an append-only file, so that a
     restart keeps its data as a production Redis should."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, appendfsync: str = "always") -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         super().__init__(f"redis-{self.port}", [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always"], dict(os.environ))
+            "--appendonly", "yes", "--appendfsync", appendfsync], dict(os.environ))
 
     def start(self) -> RedisServer:
         super().start()
