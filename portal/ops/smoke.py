@@ -8,9 +8,10 @@ both traces; the key is revoked and must then be refused (401). The key is revok
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -119,16 +120,22 @@ class Smoke:
         return openai.OpenAI(base_url=f"{self.target.gateway}/v1", api_key=self.plaintext, max_retries=0,
                              timeout=CALL_TIMEOUT, default_headers=request_id_headers())
 
-    def call(self) -> str:
+    @contextlib.contextmanager
+    def gateway_errors(self) -> Iterator[None]:
+        """The gateway's refusals and an unreachable gateway as a failed step with what to do."""
         try:
-            raw = self.client().chat.completions.with_raw_response.create(
-                model=self.target.route.name, messages=[{"role": "user", "content": PROMPT}], max_tokens=MAX_TOKENS)
+            yield
         except openai.APIStatusError as exc:
             raise SmokeError(f"{exc.status_code} from {self.target.gateway}: {error_message(exc)}",
                              "run `python manage.py doctor`") from None
         except openai.APIConnectionError as exc:
             raise SmokeError(f"{self.target.gateway} cannot be reached ({failure(exc)})",
                              "start the gateway, or pass --gateway URL") from None
+
+    def call(self) -> str:
+        with self.gateway_errors():
+            raw = self.client().chat.completions.with_raw_response.create(
+                model=self.target.route.name, messages=[{"role": "user", "content": PROMPT}], max_tokens=MAX_TOKENS)
         reply = raw.parse()
         self.request_ids.append(raw.headers.get("x-request-id", ""))
         text = (reply.choices[0].message.content or "").strip() if reply.choices else ""
@@ -141,7 +148,7 @@ class Smoke:
         parts: list[str] = []
         first: float | None = None
         start = time.monotonic()
-        try:
+        with self.gateway_errors():
             chunks = self.client().chat.completions.create(
                 model=self.target.route.name, messages=[{"role": "user", "content": PROMPT}], max_tokens=MAX_TOKENS,
                 stream=True)
@@ -150,12 +157,6 @@ class Smoke:
                     if choice.delta.content:
                         first = first or time.monotonic() - start
                         parts.append(choice.delta.content)
-        except openai.APIStatusError as exc:
-            raise SmokeError(f"{exc.status_code} from {self.target.gateway}: {error_message(exc)}",
-                             "run `python manage.py doctor`") from None
-        except openai.APIConnectionError as exc:
-            raise SmokeError(f"{self.target.gateway} cannot be reached ({failure(exc)})",
-                             "start the gateway, or pass --gateway URL") from None
         text = "".join(parts).strip()
         if not text:
             raise SmokeError("the stream had no text")
