@@ -425,16 +425,24 @@ def install() -> None:
     """Wrap LiteLLM's app once, whether or not its middleware stack is built yet
     (`gateway.plugin.install`, at the proxy's worker startup)."""
     global _installed
+    wrap_app("_portal_guard", Guard)
+    _installed = True
+
+
+def wrap_app(flag: str, layer: Callable[[Any], Any]) -> bool:
+    """Put `layer` around LiteLLM's ASGI app once (marked by `flag`), whether or not its middleware stack
+    is built yet; False when it was already there."""
     from litellm.proxy.proxy_server import app
 
-    if not getattr(app, "_portal_guard", False):
-        build = app.build_middleware_stack
+    if getattr(app, flag, False):
+        return False
+    build = app.build_middleware_stack
 
-        def guarded() -> Any:
-            return Guard(build())
+    def wrapped() -> Any:
+        return layer(build())
 
-        app.build_middleware_stack = guarded  # type: ignore[method-assign]
-        if app.middleware_stack is not None:
-            app.middleware_stack = Guard(app.middleware_stack)
-        app._portal_guard = True  # type: ignore[attr-defined]
-    _installed = True
+    app.build_middleware_stack = wrapped  # type: ignore[method-assign]
+    if app.middleware_stack is not None:
+        app.middleware_stack = layer(app.middleware_stack)
+    setattr(app, flag, True)
+    return True

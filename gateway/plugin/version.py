@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from gateway.plugin import contract
-from gateway.plugin.guard import INFO_ROUTES, ASGIApp, Receive, Scope, Send, respond
+from gateway.plugin.guard import INFO_ROUTES, ASGIApp, Receive, Scope, Send, respond, wrap_app
 from gateway.plugin.requests import ROUTES, Refusal
 
 log = logging.getLogger("portal.gateway")
@@ -174,18 +174,7 @@ def install() -> None:
     """Put the health route and the contract check in front of the guard (after `guard.install`), check
     the contract now and keep checking it; a second call does nothing."""
     global _task
-    from litellm.proxy.proxy_server import app
-
-    if not getattr(app, "_portal_front", False):
-        build = app.build_middleware_stack
-
-        def fronted() -> Any:
-            return Front(build())
-
-        app.build_middleware_stack = fronted  # type: ignore[method-assign]
-        if app.middleware_stack is not None:
-            app.middleware_stack = Front(app.middleware_stack)
-        app._portal_front = True  # type: ignore[attr-defined]
+    if wrap_app("_portal_front", Front):
         check_now()
     if _task is None:
         try:
