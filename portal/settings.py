@@ -311,6 +311,8 @@ CELERY_TASK_DEFAULT_QUEUE = "sync"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's consumer with a repair that keeps a worker alive when its Redis restarts under a running task.
+CELERY_WORKER_CONSUMER = "portal.celery_consumer:Consumer"
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 # django-celery-beat's database scheduler that also writes a heartbeat `manage.py doctor` reads (portal/ops/beat.py).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db.models import Sum
@@ -15,6 +16,8 @@ from gateway.models import UsageDaily, UsageRecord
 from gateway.plugin import contract
 from tests.e2e.conftest import Stack, start_worker
 from tests.e2e.helpers import chat, issue_key, status_of, until
+from tests.e2e.procs import LOGS, RedisServer, portal_env
+from tests.e2e.stack import database_url
 from tests.factories import Tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -43,6 +46,40 @@ def test_redis_restart_proxies_recover_by_themselves_and_no_usage_is_lost(stack:
     until(lambda: UsageRecord.objects.filter(key_id=key["id"]).count() == served, 20, 0.2)
     time.sleep(1)
     assert UsageRecord.objects.filter(key_id=key["id"]).count() == served
+
+
+def test_a_worker_survives_its_broker_restarting_under_a_running_task(tmp_path: Path) -> None:
+    """Celery 5.7 / kombu 5.7 made a worker that holds an unacknowledged message (the usage consumer
+    always is one) exit with "Unrecoverable error" when its Redis went away (portal/celery_consumer.py).
+    A Redis and a worker of this test's own, so that the stack's are not disturbed."""
+    from celery import Celery
+
+    server = RedisServer(tmp_path).start()
+    broker = server.url.rsplit("/", 1)[0] + "/1"
+    name = f"restart{uuid.uuid4().hex[:6]}"
+    log = LOGS / f"worker-{name}.log"
+    worker = start_worker(portal_env(server.url, database_url(), CELERY_BROKER_URL=broker), name)
+    app = Celery(broker=broker)
+    try:
+        until(lambda: "gateway.tasks.usage_consume[" in log.read_text(errors="replace"), 20, 0.2)
+        server.restart(down_for=1.0)
+        waited = until(lambda: bool(app.control.ping(destination=[f"{name}@{worker_host(log)}"], timeout=1)), 30, 0.5)
+        print(f"the worker answered {waited:.1f} s after Redis came back")
+        text = log.read_text(errors="replace")
+        assert "Unrecoverable error" not in text
+        assert worker.p is not None and worker.p.poll() is None
+    finally:
+        app.close()
+        worker.stop()
+        server.stop()
+
+
+def worker_host(log: Path) -> str:
+    """The host part of the worker's node name, as its log's banner prints it (`name@host ready.`)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.rstrip().endswith(" ready."):
+            return line.rstrip()[: -len(" ready.")].rsplit("@", 1)[1]
+    raise AssertionError("the worker's log has no ready line")
 
 
 def test_with_the_database_down_proxies_keep_serving_and_usage_waits_in_the_stream(stack: Stack,
