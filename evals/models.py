@@ -411,3 +411,13 @@ class BenchmarkResult(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "item", "route"], name="uniq_benchmark_result")]
+
+
+# The evaluation agent's models live in their own module; importing them here registers them with the app.
+from evals.agent.models import (  # noqa: E402, F401
+    AgentFinding,
+    AgentMessage,
+    AgentReport,
+    AgentSchedule,
+    AgentStep,
+)
