@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -32,14 +32,25 @@ class GatewayCallError(Exception):
 
 
 @dataclass
+class ToolCall:
+    """One tool call of an assistant message, as the model sent it (`arguments`: its JSON text, unparsed)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
 class Completion:
     content: str
-    tool_arguments: str | None
+    tool_arguments: str | None  # the first tool call's arguments (judges ask for one function)
     cost: float
     latency_ms: float
     trace_id: str
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: list[ToolCall] = field(default_factory=list)  # every tool call of the message, in order
+    finish_reason: str = ""
 
 
 class GatewayClient:
@@ -51,7 +62,8 @@ class GatewayClient:
 
     def chat(self, model: str, messages: list[dict[str, Any]], *, purpose: str = "judge", **params: Any) -> Completion:
         """`purpose` names the call's Langfuse trace (`portal-<purpose>`) and tags it
-        `portal-evaluation`, so that evaluations never evaluate their own calls."""
+        `portal-evaluation`, so that evaluations never evaluate their own calls. Tool calling:
+        `tools=[...]` and `tool_choice` pass through in `params`; the answer's `tool_calls` hold them all."""
         trace_id = uuid.uuid4().hex
         # X-Request-ID: the request or task that made the call, so the gateway's log lines carry it too
         headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01", **request_id_headers()}
@@ -78,15 +90,19 @@ class GatewayClient:
     @staticmethod
     def _completion(raw: Any, trace_id: str, started: float) -> Completion:
         response = raw.parse()
-        message = response.choices[0].message
-        tool_calls = getattr(message, "tool_calls", None) or []
+        choice = response.choices[0]
+        message = choice.message
+        calls = [ToolCall(id=str(getattr(c, "id", "") or ""), name=str(getattr(c.function, "name", "") or ""),
+                          arguments=getattr(c.function, "arguments", None) or "")
+                 for c in (getattr(message, "tool_calls", None) or []) if getattr(c, "function", None) is not None]
         usage = response.usage
         return Completion(
-            content=message.content or "", tool_arguments=tool_calls[0].function.arguments if tool_calls else None,
+            content=message.content or "", tool_arguments=calls[0].arguments if calls else None,
             cost=float(raw.headers.get("x-litellm-response-cost") or 0.0),
             latency_ms=(time.perf_counter() - started) * 1000, trace_id=trace_id,
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            tool_calls=calls, finish_reason=str(getattr(choice, "finish_reason", "") or ""))
 
     @staticmethod
     def _retry_after(exc: openai.APIStatusError) -> float | None:

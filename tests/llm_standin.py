@@ -1,7 +1,11 @@
 """A stand-in for a paid LLM provider: an OpenAI-compatible
 `/v1/chat/completions` server whose answers a test scripts, with an optional
 fixed latency. The gateway reaches it as an `openai_compatible` deployment,
-so every call still goes through the real LiteLLM proxy and the plugin."""
+so every call still goes through the real LiteLLM proxy and the plugin.
+
+An answer is a str (the assistant's text) or a dict: an assistant message in
+OpenAI's format (`content`, `tool_calls`), with optional `usage` and
+`finish_reason` beside it (tests/agent_script.py builds them)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Answer = Callable[[dict[str, Any]], str]
+Answer = Callable[[dict[str, Any]], "str | dict[str, Any]"]
+USAGE = {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
 
 
 def repairing_judge(score: float = 4) -> Answer:
@@ -44,13 +49,12 @@ class LLMStandin:
                 standin.requests.append(body)
                 if standin.latency:
                     time.sleep(standin.latency)
-                content = standin.answer(body)
+                message, finish, usage = standin.message(standin.answer(body))
                 reply = json.dumps({
                     "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "standin"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}}).encode()
+                    "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+                    "usage": usage}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
@@ -64,6 +68,18 @@ class LLMStandin:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def message(answer: str | dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """The assistant message, finish reason and usage of an answer."""
+        if isinstance(answer, str):
+            return {"role": "assistant", "content": answer}, "stop", USAGE
+        message = {k: v for k, v in answer.items() if k not in ("usage", "finish_reason")}
+        message = {"role": "assistant", "content": None} | message
+        usage = answer.get("usage") or USAGE
+        usage = usage | {"total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}
+        finish = answer.get("finish_reason") or ("tool_calls" if message.get("tool_calls") else "stop")
+        return message, finish, usage
 
     def start(self) -> LLMStandin:
         self.thread.start()
