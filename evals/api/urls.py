@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from evals.api import benchmarks, views
+from evals.api import agent, benchmarks, views
 from evals.api import datasets as dataset_views
 from portal.api.routers import Router
 
@@ -24,6 +24,8 @@ router.register(f"{PROJECT}/evaluators/(?P<evaluator_id>[0-9]+)/labels", dataset
                 basename="evaluator-label")
 router.register(f"{PROJECT}/evaluators/(?P<evaluator_id>[0-9]+)/calibrations", dataset_views.CalibrationViewSet,
                 basename="evaluator-calibration")
+router.register(f"{PROJECT}/reports", agent.AgentReportViewSet, basename="agent-report")
+router.register(f"{PROJECT}/agent-schedules", agent.AgentScheduleViewSet, basename="agent-schedule")
 
 langfuse_detail = views.LangfuseConnectionViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})
 

@@ -1,0 +1,219 @@
+"""The agent's schedules: a regular investigation of a project on Celery beat
+(weekly by default), started now on request, and what follows each scheduled
+report: its findings are marked new, known or grown against the schedule's
+previous finished report (by `AgentFinding.key`), and an alert goes out when
+a new finding appears (`alert_on_new`) or a known one's share grew by more
+than `alert_growth`. Nothing changed: no alert."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from celery.schedules import crontab
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from evals.agent.models import AgentFinding, AgentReport, AgentSchedule
+from evals.lifecycle import STUCK_AFTER
+from evals.models import RunStatus
+from gateway.services.keys import usable_routes
+from portal import audit
+from portal.access import Actor, system_actor
+from portal.exceptions import Conflict
+from portal.models import Project
+from portal.notify import send_alert
+
+log = logging.getLogger(__name__)
+SCHEDULE_FIELDS = ("name", "enabled", "cron", "route", "focus", "lookback_hours", "alert_on_new", "alert_growth",
+                   "max_steps", "max_tokens", "max_seconds", "max_spend")
+BOUNDS = ("max_steps", "max_tokens", "max_seconds", "max_spend")
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL)
+#: what beat fires (`evals.tasks_agent.agent_run_schedule`, on the `evals` queue)
+BEAT_TASK = "evals.tasks_agent.agent_run_schedule"
+#: findings named in one alert (the rest are counted)
+ALERT_FINDINGS = 20
+
+
+def check_cron(cron: str) -> None:
+    parts = cron.split()
+    try:
+        if len(parts) != 5:
+            raise ValueError
+        crontab(*parts)
+    except (ValueError, TypeError):
+        raise ValidationError({"cron": "Not a 5-field crontab, e.g. '0 6 * * 1' (Mondays at 06:00 UTC)."}) from None
+
+
+def check_route(project: Project, schedule: AgentSchedule) -> None:
+    route = schedule.route
+    if not usable_routes(project.team_id, project.organization_id).filter(pk=route.pk).exists():
+        raise ValidationError({"route": f"Route '{route.name}' is not available to this project's team."})
+    if not route.is_active:
+        raise ValidationError({"route": f"Route '{route.name}' is disabled."})
+
+
+def _sync_beat(schedule: AgentSchedule) -> None:
+    minute, hour, day_of_month, month, day_of_week = schedule.cron.split()
+    cron, _ = CrontabSchedule.objects.get_or_create(minute=minute, hour=hour, day_of_month=day_of_month,
+                                                    month_of_year=month, day_of_week=day_of_week, timezone="UTC")
+    fields = {"task": BEAT_TASK, "args": json.dumps([schedule.pk]), "queue": "evals",
+              "enabled": schedule.enabled, "crontab": cron, "interval": None}
+    if schedule.periodic_task is None:
+        schedule.periodic_task = PeriodicTask.objects.create(name=f"evals: agent schedule {schedule.pk}", **fields)
+        schedule.save(update_fields=["periodic_task"])
+    else:
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**fields)
+        PeriodicTask.objects.get(pk=schedule.periodic_task_id).save()  # bumps beat's change marker
+
+
+@transaction.atomic
+def schedule_save(*, actor: Actor, project: Project, data: dict[str, Any],
+                  schedule: AgentSchedule | None = None) -> AgentSchedule:
+    """Create or change a schedule (the team's admins and org admins), with its beat entry."""
+    actor.require_team_manager(project.team_id)
+    before = audit.snapshot(schedule, SCHEDULE_FIELDS) if schedule else None
+    schedule = schedule or AgentSchedule(project=project)
+    for field in SCHEDULE_FIELDS:
+        if field in data:
+            setattr(schedule, field, data[field])
+    if schedule.route_id is None:
+        raise ValidationError({"route": "Choose the route the agent's model calls go through."})
+    check_route(project, schedule)
+    check_cron(schedule.cron)
+    schedule.full_clean(exclude=["project", "periodic_task"], validate_constraints=False)
+    if AgentSchedule.objects.filter(project=project, name=schedule.name).exclude(pk=schedule.pk).exists():
+        raise ValidationError({"name": "An agent schedule with this name already exists in the project."})
+    schedule.save()
+    _sync_beat(schedule)
+    audit.record(actor, "agent_schedule.update" if before else "agent_schedule.create", schedule, before=before,
+                 after=audit.snapshot(schedule, SCHEDULE_FIELDS))
+    return schedule
+
+
+@transaction.atomic
+def schedule_delete(*, actor: Actor, schedule: AgentSchedule) -> None:
+    """Delete a schedule and its beat entry; its reports stay (without a schedule)."""
+    actor.require_team_manager(schedule.project.team_id)
+    audit.record(actor, "agent_schedule.delete", schedule, before=audit.snapshot(schedule, SCHEDULE_FIELDS))
+    if schedule.periodic_task_id:
+        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).delete()
+    schedule.delete()
+
+
+def in_progress(schedule: AgentSchedule) -> bool:
+    """A report of the schedule is queued or running (an older one's worker died: it does not count)."""
+    return AgentReport.objects.filter(schedule=schedule, status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
+                                      created_at__gte=timezone.now() - STUCK_AFTER).exists()
+
+
+def schedule_window(schedule: AgentSchedule, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The last `lookback_hours`, up to `EVALS_INGESTION_DELAY_SECONDS` ago (Langfuse lists late traces late)."""
+    end = now - dt.timedelta(seconds=settings.EVALS_INGESTION_DELAY_SECONDS)
+    return end - dt.timedelta(hours=schedule.lookback_hours), end
+
+
+def _report(actor: Actor, schedule: AgentSchedule) -> AgentReport:
+    from evals.agent.services import report_create
+
+    start, end = schedule_window(schedule, timezone.now())
+    return report_create(actor=actor, project=schedule.project, route=schedule.route, focus=schedule.focus,
+                         window_start=start, window_end=end, schedule=schedule,
+                         **{name: getattr(schedule, name) for name in BOUNDS})
+
+
+@transaction.atomic
+def schedule_run_now(*, actor: Actor, schedule: AgentSchedule) -> AgentReport:
+    """A report of the schedule, now (409 `Conflict` while one of it is queued or running)."""
+    actor.require_team_manager(schedule.project.team_id)
+    AgentSchedule.objects.select_for_update().filter(pk=schedule.pk).first()  # two clicks make one report
+    if in_progress(schedule):
+        raise Conflict("A report of this schedule is in progress; wait for it to finish.")
+    return _report(actor, schedule)
+
+
+def schedule_report_create(*, schedule_id: int) -> AgentReport | None:
+    """Beat's tick: a queued report of the schedule; None when the schedule is disabled or gone, its last
+    report is still going, or its route can no longer be used (logged: the next tick tries again)."""
+    schedule = (AgentSchedule.objects.select_related("project__organization", "route")
+                .filter(pk=schedule_id, enabled=True).first())
+    if schedule is None:
+        return None
+    actor = system_actor(schedule.project.organization, f"agent schedule {schedule.pk}")
+    try:
+        return schedule_run_now(actor=actor, schedule=schedule)
+    except (Conflict, ValidationError) as skipped:
+        log.info("agent schedule %s: no report this time: %s", schedule_id, skipped)
+        return None
+
+
+def previous_report(report: AgentReport) -> AgentReport | None:
+    """The schedule's finished report before this one."""
+    return (AgentReport.objects.filter(schedule_id=report.schedule_id, status__in=FINISHED)
+            .exclude(pk=report.pk).filter(created_at__lte=report.created_at)
+            .order_by("-created_at", "-id").first())
+
+
+def grew(finding: AgentFinding, before: AgentFinding, growth: float | None) -> bool:
+    """The finding's share (its count when a share is unknown) grew by more than `growth` (0.5 = by half)."""
+    if growth is None:
+        return False
+    now, then = ((finding.share, before.share) if finding.share is not None and before.share is not None
+                 else (float(finding.count), float(before.count)))
+    if then <= 0:
+        return now > 0
+    return (now - then) / then > growth
+
+
+def after_report(report: AgentReport) -> list[AgentFinding]:
+    """Marks a scheduled report's findings new / known / grown and alerts; returns the findings alerted on."""
+    schedule = report.schedule
+    if schedule is None or report.status not in FINISHED:
+        return []
+    previous = previous_report(report)
+    known = {f.key: f for f in previous.findings.all()} if previous else {}
+    findings = list(report.findings.all())
+    for finding in findings:
+        before = known.get(finding.key)
+        finding.status = "new" if before is None else "grown" if grew(finding, before, schedule.alert_growth) \
+            else "known"
+    AgentFinding.objects.bulk_update(findings, ["status"])
+    alerted = [f for f in findings if f.status == "grown" or (f.status == "new" and schedule.alert_on_new)]
+    if alerted:
+        _alert(report, schedule, alerted, known)
+    return alerted
+
+
+def _alert(report: AgentReport, schedule: AgentSchedule, alerted: list[AgentFinding],
+           known: dict[str, AgentFinding]) -> None:
+    project = report.project
+    new = [f for f in alerted if f.status == "new"]
+    grown = [f for f in alerted if f.status == "grown"]
+    parts = ([f"{len(new)} new finding{'s' * (len(new) != 1)}"] if new else []) + \
+            ([f"{len(grown)} finding{'s' * (len(grown) != 1)} grew"] if grown else [])
+    subject = f"Agent schedule '{schedule.name}' of {project.name}: {', '.join(parts)}"
+    lines = [f"- new: {f.title} ({f.count} traces{_share(f.share)})" for f in new[:ALERT_FINDINGS]]
+    lines += [f"- grew: {f.title} ({_share(known[f.key].share, '')} -> {_share(f.share, '')}, {f.count} traces)"
+              for f in grown[:ALERT_FINDINGS]]
+    if len(alerted) > 2 * ALERT_FINDINGS:
+        lines.append(f"... and {len(alerted) - 2 * ALERT_FINDINGS} more")
+    body = f"{subject}.\n\nReport {report.pk}:\n" + "\n".join(lines)
+    send_alert(project.organization, subject=subject, body=body, payload={
+        "kind": "agent", "project": project.name, "schedule": schedule.name, "report": report.pk,
+        "new": [_row(f) for f in new[:ALERT_FINDINGS]],
+        "grown": [{**_row(f), "previous_share": known[f.key].share, "previous_count": known[f.key].count}
+                  for f in grown[:ALERT_FINDINGS]]})
+
+
+def _share(share: float | None, prefix: str = ", ") -> str:
+    return "" if share is None and prefix else "?" if share is None else f"{prefix}{share:.1%}"
+
+
+def _row(finding: AgentFinding) -> dict[str, Any]:
+    return {"index": finding.index, "key": finding.key, "title": finding.title, "count": finding.count,
+            "share": finding.share}

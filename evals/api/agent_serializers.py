@@ -1,0 +1,174 @@
+"""Bodies of the evaluation agent's endpoints: reports (a summary, findings with
+their evidence linked to Langfuse, the steps, the conversation), a report's
+steps with their results, follow-up questions and answers, schedules."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from evals.agent.models import (
+    MAX_SECONDS,
+    MAX_STEPS,
+    MAX_TOKENS,
+    AgentFinding,
+    AgentMessage,
+    AgentReport,
+    AgentSchedule,
+    AgentStep,
+)
+from evals.api.serializers import RouteName
+from evals.models import LangfuseConnection
+
+#: the most a report or a schedule may be allowed to spend (USD)
+MAX_SPEND = Decimal("100")
+REPORT_FIELDS = ["id", "status", "route", "schedule", "focus", "window_start", "window_end", "max_steps",
+                 "max_tokens", "max_seconds", "max_spend", "steps_taken", "tokens_used", "cost", "summary",
+                 "findings_dropped", "stop_reason", "error", "created_at", "started_at", "finished_at"]
+STEP_FIELDS = ["index", "kind", "message", "content", "tool_call_id", "tool_name", "arguments", "result_digest",
+               "trace_ids", "truncated", "error", "prompt_tokens", "completion_tokens", "cost", "latency_ms",
+               "llm_trace_id", "created_at"]
+TRACE_LINK = {"type": "object", "properties": {"id": {"type": "string"},
+                                               "url": {"type": "string", "nullable": True}}}
+
+
+def trace_link(context: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    """A trace id and its page in the project's Langfuse (null without a connection)."""
+    conn: LangfuseConnection | None = context.get("langfuse")
+    url = conn.trace_url(quote(str(trace_id), safe="")) if conn and conn.langfuse_project_id else None
+    return {"id": trace_id, "url": url}
+
+
+def bound(low: int, high: int) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=low, max_value=high, required=False, help_text=f"{low}-{high}.")
+
+
+class AgentReportRequestSerializer(serializers.Serializer):
+    route = RouteName(help_text="The route the agent's model calls go through, by name: one the project's team "
+                                "may use.")
+    focus = serializers.CharField(max_length=2000, required=False, allow_blank=True,
+                                  help_text="What to look at, in your words.")
+    window_start = serializers.DateTimeField(required=False, help_text="Default: 7 days before window_end.")
+    window_end = serializers.DateTimeField(required=False, help_text="Default: now.")
+    max_steps = bound(1, MAX_STEPS)
+    max_tokens = bound(1000, MAX_TOKENS)
+    max_seconds = bound(10, MAX_SECONDS)
+    max_spend = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal("0.0001"),
+                                         max_value=MAX_SPEND, required=False, help_text="USD.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("window_start"), attrs.get("window_end")
+        if start is not None and end is not None and start >= end:
+            raise serializers.ValidationError({"window_end": "Must be after window_start."})
+        return attrs
+
+
+class AgentReportSerializer(serializers.ModelSerializer):
+    route = serializers.CharField(source="route.name", read_only=True)
+    findings = serializers.IntegerField(source="findings.count", read_only=True, help_text="Findings kept.")
+
+    class Meta:
+        model = AgentReport
+        fields = [*REPORT_FIELDS[:15], "findings", *REPORT_FIELDS[15:]]
+        read_only_fields = fields
+
+
+class AgentFindingSerializer(serializers.ModelSerializer):
+    traces = serializers.SerializerMethodField(help_text="The evidence: the traces that show it, with their "
+                                                         "Langfuse pages.")
+
+    class Meta:
+        model = AgentFinding
+        fields = ["index", "key", "title", "problem", "count", "share", "cost", "change_kind", "change", "status",
+                  "trace_ids", "traces", "steps", "dataset"]
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "array", "items": TRACE_LINK})
+    def get_traces(self, obj: AgentFinding) -> list[dict[str, Any]]:
+        return [trace_link(self.context, t) for t in obj.trace_ids or []]
+
+
+class AgentStepDigestSerializer(serializers.ModelSerializer):
+    """A step as the report shows it: what the model said or called, and a digest of what the tool returned."""
+
+    class Meta:
+        model = AgentStep
+        fields = STEP_FIELDS
+        read_only_fields = fields
+
+
+class AgentStepSerializer(AgentStepDigestSerializer):
+    """A step with the tool's structured result (what evidence is checked against)."""
+
+    class Meta(AgentStepDigestSerializer.Meta):
+        fields = [*STEP_FIELDS[:8], "result", *STEP_FIELDS[8:]]
+        read_only_fields = fields
+
+
+class AgentMessageSerializer(serializers.ModelSerializer):
+    evidence = serializers.SerializerMethodField(help_text="[{trace_id, url, steps}]: the traces the answer cites "
+                                                           "and the tool steps that show them.")
+
+    class Meta:
+        model = AgentMessage
+        fields = ["id", "role", "content", "status", "evidence", "evidence_dropped", "stop_reason", "error", "cost",
+                  "created_at", "finished_at"]
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "trace_id": {"type": "string"}, "url": {"type": "string", "nullable": True},
+        "steps": {"type": "array", "items": {"type": "integer"}}}}})
+    def get_evidence(self, obj: AgentMessage) -> list[dict[str, Any]]:
+        cited = [e for e in obj.evidence or [] if isinstance(e, dict) and e.get("trace_id")]
+        return [{"trace_id": e["trace_id"], "url": trace_link(self.context, e["trace_id"])["url"],
+                 "steps": e.get("steps") or []} for e in cited]
+
+
+class AgentReportDetailSerializer(AgentReportSerializer):
+    """A report with its findings, its steps (digests; `steps/` has the results), the findings dropped for
+    evidence that did not hold, and the conversation."""
+
+    findings = AgentFindingSerializer(many=True, read_only=True)  # type: ignore[assignment]
+    steps = AgentStepDigestSerializer(many=True, read_only=True)
+    messages = AgentMessageSerializer(many=True, read_only=True)
+    dropped = serializers.JSONField(read_only=True, help_text="[{title, reason}] of the findings dropped.")
+
+    class Meta(AgentReportSerializer.Meta):
+        fields = [*AgentReportSerializer.Meta.fields, "dropped", "steps", "messages"]
+        read_only_fields = fields
+
+
+class AgentMessageRequestSerializer(serializers.Serializer):
+    content = serializers.CharField(max_length=4000, help_text="A follow-up question about the report.")
+
+
+class AgentFindingDatasetRequestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False,
+                                 help_text="The dataset to write to (created if the project has none of this name). "
+                                           "Default: the finding's dataset, or a new one named after it.")
+
+
+class AgentScheduleSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(max_length=100)
+    route = RouteName(help_text="The route the agent's model calls go through, by name.")
+    max_spend = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal("0.0001"),
+                                         max_value=MAX_SPEND, required=False, help_text="USD, per report.")
+    last_report = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AgentSchedule
+        fields = ["id", "name", "enabled", "cron", "route", "focus", "lookback_hours", "alert_on_new",
+                  "alert_growth", "max_steps", "max_tokens", "max_seconds", "max_spend", "last_report", "created_at"]
+        read_only_fields = ["id", "last_report", "created_at"]
+        validators: list[Any] = []
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "id": {"type": "integer"}, "status": {"type": "string"}, "created_at": {"type": "string",
+                                                                                "format": "date-time"}}})
+    def get_last_report(self, obj: AgentSchedule) -> dict[str, Any] | None:
+        last = obj.reports.order_by("-created_at", "-id").first()
+        return {"id": last.pk, "status": last.status, "created_at": last.created_at} if last else None
