@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import DatabaseError
 
-from evals import dashboard_metrics, tasks_benchmarks, tasks_datasets  # noqa: F401  (their tasks register on import)
+from evals import dashboard_metrics, tasks_agent, tasks_benchmarks, tasks_datasets  # noqa: F401  (their tasks register on import)
 from evals.lifecycle import TASK_SOFT_TIME_LIMIT, TASK_TIME_LIMIT
 from evals.services import evaluators, reports, runs
 

@@ -337,9 +337,10 @@ def eval_run_execute(run_id: int) -> EvalRun | None:
 
 
 def fail_stuck_runs() -> int:
-    """Runs of every kind whose worker died (killed, out of retries, past its hard time
-    limit) stay `running`; after longer than any run may take they are failed, and their
-    claims released."""
+    """Runs of every kind (and the agent's reports and answers) whose worker died (killed, out
+    of retries, past its hard time limit) stay `running`; after longer than any run may take
+    they are failed, and their claims released."""
+    from evals.agent.services import fail_stuck as agent_fail_stuck
     from evals.services.benchmarks.execution import BenchmarkExecution
 
-    return EvaluationRun.fail_stuck() + BenchmarkExecution.fail_stuck()
+    return EvaluationRun.fail_stuck() + BenchmarkExecution.fail_stuck() + agent_fail_stuck()
