@@ -4,6 +4,7 @@ steps with their results, follow-up questions and answers, schedules."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +37,7 @@ TRACE_LINK = {"type": "object", "properties": {"id": {"type": "string"},
                                                "url": {"type": "string", "nullable": True}}}
 
 
-def trace_link(context: dict[str, Any], trace_id: str) -> dict[str, Any]:
+def trace_link(context: Mapping[str, Any], trace_id: str) -> dict[str, Any]:
     """A trace id and its page in the project's Langfuse (null without a connection)."""
     conn: LangfuseConnection | None = context.get("langfuse")
     url = conn.trace_url(quote(str(trace_id), safe="")) if conn and conn.langfuse_project_id else None
