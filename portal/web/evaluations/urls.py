@@ -1,7 +1,7 @@
 """Evaluations: evaluators, schedules, runs and reports, datasets, benchmarks, calibration."""
 from django.urls import path
 
-from portal.web.evaluations import benchmarks, calibration, datasets, evaluators, runs
+from portal.web.evaluations import agent, benchmarks, calibration, datasets, evaluators, runs
 
 P = "orgs/<str:org_slug>/projects/<int:project_id>"
 
@@ -24,4 +24,14 @@ urlpatterns = [
          benchmarks.BenchmarkRunProgress.as_view(), name="benchmark-run-progress"),
     path(f"{P}/calibration/", calibration.CalibrationPage.as_view(), name="calibration"),
     path(f"{P}/calibration/<int:run_id>/", calibration.CalibrationReportPage.as_view(), name="calibration-report"),
+    path(f"{P}/agent/", agent.AgentReportsPage.as_view(), name="agent-reports"),
+    path(f"{P}/agent/<int:report_id>/", agent.AgentReportPage.as_view(), name="agent-report"),
+    path(f"{P}/agent/<int:report_id>/progress.json", agent.AgentReportProgress.as_view(), name="agent-report-progress"),
+    path(f"{P}/agent/<int:report_id>/questions/", agent.AgentQuestion.as_view(), name="agent-question"),
+    path(f"{P}/agent/<int:report_id>/findings/<int:index>/dataset/", agent.AgentFindingDataset.as_view(),
+         name="agent-finding-dataset"),
+    path(f"{P}/agent/schedules/", agent.AgentSchedulesPage.as_view(), name="agent-schedules"),
+    path(f"{P}/agent/schedules/<int:schedule_id>/", agent.AgentSchedulePage.as_view(), name="agent-schedule"),
+    path(f"{P}/agent/schedules/<int:schedule_id>/<str:verb>/", agent.AgentScheduleAction.as_view(),
+         name="agent-schedule-action"),
 ]
