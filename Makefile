@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/system_bench.py
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/evals_bench.py
+	$(PY) bench/agent_bench.py
 	$(PY) bench/web_bench.py
 
 # Re-vendor the web UI's JavaScript libraries (npm pack of pinned versions, integrity checked).

@@ -269,9 +269,16 @@ def show(planted: agent_plant.Plan, report: Any, steps: list[dict[str, Any]], sc
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:<22} {note}")
     print(f"Langfuse spec violations: {violations}")
-    if standin:
+    checks: dict[str, bool] = {}
+    if standin:  # what the mechanics must show: each planted pattern found, both bad findings dropped
+        titles = {str(d.get("title", "")) for d in report.dropped or []}
+        checks = {"all_patterns_found": scored["found_count"] == scored["planted"],
+                  "fabricated_trace_id_dropped": "Fabricated evidence (must be dropped)" in titles,
+                  "overclaimed_count_dropped": "Overclaimed count (must be dropped)" in titles,
+                  "spend_in_usage": abs(float(report.cost) - float(used.get("cost") or 0)) < 1e-6}
+        print(f"mechanics checks: {checks}")
         print(f"\nNOTE: {STANDIN_NOTE}")
-    return {"patterns": {p: len(ids) for p, ids in patterns.items()}, "score": scored, "status": report.status,
+    return {"checks": checks, "patterns": {p: len(ids) for p, ids in patterns.items()}, "score": scored, "status": report.status,
             "stop_reason": report.stop_reason, "steps": report.steps_taken, "tool_calls": steps,
             "tokens": report.tokens_used, "cost": float(report.cost), "wall_seconds": wall,
             "findings_dropped": report.findings_dropped, "dropped": report.dropped, "usage": used,

@@ -5,7 +5,7 @@ It plays the careful analyst with OpenAI-style tool calls, and decides each
 turn from what the tools returned so far (the conversation the loop sends it):
 
 1. the overview: scores per route (`score_stats`) and requests per route (`portal_usage`);
-2. for the evaluator whose pass rate on one route is far below the others', the route's
+2. for the evaluator that one route fails far more often than the best route, the route's
    failing traces (`search_traces` by route and score range) and a comparison of the two
    routes (`compare`); traces with an error (`search_traces errors_only`); the least helpful
    traces (`search_traces` helpfulness <= 1);
@@ -100,8 +100,8 @@ def ids(result: Result | None, limit: int = 50) -> list[str]:
 
 
 def outlier(score_rows: list[dict[str, Any]]) -> tuple[str, str, str, float] | None:
-    """(evaluator, worst route, best route, worst pass rate) where one route's pass rate is far below
-    the best route's for the same evaluator."""
+    """(evaluator, worst route, best route, worst pass rate) where one route fails an evaluator at least
+    twice as often as the best route and by 10 points or more (the strongest such contrast)."""
     best: tuple[float, str, str, str, float] | None = None
     by_evaluator: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in score_rows:
@@ -111,9 +111,10 @@ def outlier(score_rows: list[dict[str, Any]]) -> tuple[str, str, str, float] | N
         if len(group) < 2:
             continue
         group.sort(key=lambda r: r["pass_rate"])
-        gap = group[-1]["pass_rate"] - group[0]["pass_rate"]
-        if gap >= 0.25 and (best is None or gap > best[0]):
-            best = (gap, evaluator, group[0]["route"], group[-1]["route"], group[0]["pass_rate"])
+        worst_fails, best_fails = 1 - group[0]["pass_rate"], 1 - group[-1]["pass_rate"]
+        ratio = worst_fails / max(best_fails, 0.02)
+        if worst_fails - best_fails >= 0.1 and ratio >= 2 and (best is None or ratio > best[0]):
+            best = (ratio, evaluator, group[0]["route"], group[-1]["route"], group[0]["pass_rate"])
     return best[1:] if best else None
 
 
