@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from evals.agent.models import (
@@ -48,6 +48,8 @@ def bound(low: int, high: int) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=low, max_value=high, required=False, help_text=f"{low}-{high}.")
 
 
+@extend_schema_serializer(examples=[OpenApiExample("Through the route chat", request_only=True, value={
+    "route": "chat", "focus": "answers in the wrong language", "max_steps": 20})])
 class AgentReportRequestSerializer(serializers.Serializer):
     route = RouteName(help_text="The route the agent's model calls go through, by name: one the project's team "
                                 "may use.")
@@ -143,6 +145,8 @@ class AgentReportDetailSerializer(AgentReportSerializer):
         read_only_fields = fields
 
 
+@extend_schema_serializer(examples=[OpenApiExample("A question", request_only=True,
+                                                    value={"content": "Which routes does the first finding hit?"})])
 class AgentMessageRequestSerializer(serializers.Serializer):
     content = serializers.CharField(max_length=4000, help_text="A follow-up question about the report.")
 
@@ -153,6 +157,8 @@ class AgentFindingDatasetRequestSerializer(serializers.Serializer):
                                            "Default: the finding's dataset, or a new one named after it.")
 
 
+@extend_schema_serializer(examples=[OpenApiExample("Weekly through the route chat", request_only=True,
+                                                    value={"name": "weekly", "route": "chat"})])
 class AgentScheduleSerializer(serializers.ModelSerializer):
     name = serializers.CharField(max_length=100)
     route = RouteName(help_text="The route the agent's model calls go through, by name.")
