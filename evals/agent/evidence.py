@@ -89,9 +89,12 @@ def id_list(value: Any, name: str, limit: int, kind: type) -> list[Any]:
 
 
 def rows(data: Any) -> Iterator[dict[str, Any]]:
-    """The rows of a tool's data: dicts in its lists, at the top or one level down (groups of a comparison)."""
+    """The rows of a tool's data: dicts in its lists, at the top or one level down (groups of a comparison),
+    and a single trace (read_trace's `trace`)."""
     if not isinstance(data, dict):
         return
+    if isinstance(data.get("trace"), dict):
+        yield data["trace"]
     for value in data.values():
         if isinstance(value, list):
             yield from (row for row in value if isinstance(row, dict))
