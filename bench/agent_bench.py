@@ -205,9 +205,46 @@ def investigate(args: argparse.Namespace, data: dict[str, Any], window: tuple[dt
     raise TimeoutError(f"report {report.pk} still {report.status} after {args.max_seconds + 120} s")
 
 
-def describe_steps(report: Any) -> list[dict[str, Any]]:
+def follow_up(args: argparse.Namespace, data: dict[str, Any], report: Any) -> Any:
+    """A follow-up question on the finished report (`message_create`, then the worker's answer)."""
+    from django.db import transaction
+
+    from evals.agent import services as agent_services
+    from evals.agent.models import AgentMessage
+
+    with transaction.atomic():
+        message = agent_services.message_create(actor=data["actor"], report=report, content=args.question)
+    if args.in_process:
+        from evals.agent import loop
+
+        loop.answer(message.pk)
+    deadline = time.monotonic() + args.max_seconds + 120
+    while time.monotonic() < deadline:
+        message = AgentMessage.objects.get(pk=message.pk)
+        if message.status not in ("queued", "running"):
+            return message
+        time.sleep(0.5)
+    raise TimeoutError(f"answer {message.pk} still {message.status}")
+
+
+def show_answer(args: argparse.Namespace, message: Any, planted: agent_plant.Plan, wall: float) -> dict[str, Any]:
+    cited = [e["trace_id"] for e in message.evidence or []]
+    errors = planted.of("tool_error_long_input")
+    print(f"\nfollow-up question: {args.question!r}")
+    print(f"answer ({message.status}{', ' + message.stop_reason if message.stop_reason else ''}, {wall:.1f} s): "
+          f"{message.content[:300]!r}")
+    for s in describe_steps(message.report, message):
+        print(f"  step {s['index']:>3} {s['tool']:<16} {json.dumps(s['arguments'], ensure_ascii=False)[:90]}")
+    print(f"  evidence kept: {len(cited)} traces ({len(set(cited) & errors)} of them tool_error_long_input "
+          f"traces); evidence dropped by the check: {message.evidence_dropped}")
+    return {"status": message.status, "content": message.content, "evidence": message.evidence,
+            "evidence_dropped": message.evidence_dropped, "cited_in_pattern": len(set(cited) & errors),
+            "wall_seconds": wall}
+
+
+def describe_steps(report: Any, message: Any = None) -> list[dict[str, Any]]:
     out = []
-    for step in report.steps.filter(kind="tool").order_by("index"):
+    for step in report.steps.filter(kind="tool", message=message).order_by("index"):
         result = step.result if isinstance(step.result, dict) else {}
         out.append({"index": step.index, "tool": step.tool_name, "arguments": step.arguments,
                     "error": step.error, "matched": result.get("matched"), "traces": len(step.trace_ids or []),
@@ -230,7 +267,7 @@ def spend_in_usage(data: dict[str, Any], redis_url: str) -> dict[str, Any]:
 
 
 def show(planted: agent_plant.Plan, report: Any, steps: list[dict[str, Any]], scored: dict[str, Any],
-         wall: float, used: dict[str, Any], standin: bool, violations: list[str]) -> dict[str, Any]:
+         wall: float, used: dict[str, Any], standin: bool) -> dict[str, Any]:
     patterns = planted.patterns
     print(f"\nplanted: {len(planted.traces)} traces; patterns: "
           + ", ".join(f"{p} ({len(ids)} traces)" for p, ids in patterns.items())
@@ -268,7 +305,6 @@ def show(planted: agent_plant.Plan, report: Any, steps: list[dict[str, Any]], sc
     print()
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:<22} {note}")
-    print(f"Langfuse spec violations: {violations}")
     checks: dict[str, bool] = {}
     if standin:  # what the mechanics must show: each planted pattern found, both bad findings dropped
         titles = {str(d.get("title", "")) for d in report.dropped or []}
@@ -276,13 +312,11 @@ def show(planted: agent_plant.Plan, report: Any, steps: list[dict[str, Any]], sc
                   "fabricated_trace_id_dropped": "Fabricated evidence (must be dropped)" in titles,
                   "overclaimed_count_dropped": "Overclaimed count (must be dropped)" in titles,
                   "spend_in_usage": abs(float(report.cost) - float(used.get("cost") or 0)) < 1e-6}
-        print(f"mechanics checks: {checks}")
-        print(f"\nNOTE: {STANDIN_NOTE}")
     return {"checks": checks, "patterns": {p: len(ids) for p, ids in patterns.items()}, "score": scored, "status": report.status,
             "stop_reason": report.stop_reason, "steps": report.steps_taken, "tool_calls": steps,
             "tokens": report.tokens_used, "cost": float(report.cost), "wall_seconds": wall,
             "findings_dropped": report.findings_dropped, "dropped": report.dropped, "usage": used,
-            "standin": standin, "langfuse_violations": violations}
+            "standin": standin}
 
 
 def main() -> None:
@@ -302,6 +336,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=int, default=600)
     parser.add_argument("--max-spend", type=float, default=1.0)
     parser.add_argument("--focus", default="")
+    parser.add_argument("--question", default="Which traces show the tool errors, and how many are there?",
+                        help="A follow-up question on the report ('' for none).")
     parser.add_argument("--in-process", action="store_true",
                         help="Run the loop in this process (loop.investigate) instead of a Celery worker.")
     args = parser.parse_args()
@@ -356,10 +392,27 @@ def main() -> None:
         wall = time.perf_counter() - started
         findings = [{"title": f.title, "trace_ids": f.trace_ids} for f in report.findings.order_by("index")]
         scored = agent_plant.score(findings, planted.patterns)
-        used = spend_in_usage(data, server.url)
+        summary = show(planted, report, describe_steps(report), scored, wall, spend_in_usage(data, server.url),
+                       standin)
+        if args.question and report.status in ("succeeded", "partial"):
+            started = time.perf_counter()
+            answered = follow_up(args, data, report)
+            summary["follow_up"] = show_answer(args, answered, planted, time.perf_counter() - started)
+            report.refresh_from_db()
+            used = spend_in_usage(data, server.url)
+            print(f"spend with the answer: report ${report.cost:.6f} (investigation and answer); usage records of "
+                  f"the service key: {used.get('requests')} requests, ${used.get('cost') or 0:.6f}")
+            if standin:
+                summary["checks"]["answer_fabricated_evidence_dropped"] = \
+                    answered.evidence_dropped == 1 and len(answered.evidence) == 3
+                summary["checks"]["answer_spend_in_usage"] = \
+                    abs(float(report.cost) - float(used.get("cost") or 0)) < 1e-6
         violations = lf.stop() or []
         lf = None
-        summary = show(planted, report, describe_steps(report), scored, wall, used, standin, violations)
+        summary["langfuse_violations"] = violations
+        print(f"Langfuse spec violations: {violations}")
+        if standin:
+            print(f"mechanics checks: {summary['checks']}\n\nNOTE: {STANDIN_NOTE}")
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
         (out / "agent.json").write_text(json.dumps(summary, indent=2, default=str))

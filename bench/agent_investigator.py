@@ -16,6 +16,8 @@ turn from what the tools returned so far (the conversation the loop sends it):
 5. records a finding per pattern it saw, citing the ids and the `matched` count of the search
    that shows it, then two findings the evidence check must drop (a fabricated trace id; a
    count three times what the search matched), and finishes the report.
+A follow-up question (the request offers the `answer` tool) gets a fresh search and an answer
+citing three of its traces and one fabricated id, which the evidence check must drop.
 
 It knows the playbook, not the answer: the route, evaluator and topic it reports are the
 ones the tools' data point to. It measures the mechanics (tools, loop, evidence check),
@@ -152,7 +154,8 @@ class Investigator:
         messages = body.get("messages") or []
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in messages) // 4  # about a real tokenizer's
         done = results(messages)
-        reply = self.next(done)
+        answering = any((t.get("function") or {}).get("name") == "answer" for t in body.get("tools") or [])
+        reply = self.follow_up(done) if answering else self.next(done)
         if isinstance(reply, dict):
             reply["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": 40 + 30 * len(reply["tool_calls"])}
         return reply
@@ -188,6 +191,21 @@ class Investigator:
             if findings:
                 return turn(*findings, content="Recording what the data shows.")
         return turn(call("finish", "finish_report", summary=self.summary(done)), content="Done.")
+
+    def follow_up(self, done: dict[str, Result]) -> dict[str, Any]:
+        """A follow-up question (the bench asks which traces show the tool errors): a fresh search, then the
+        answer citing three of its traces and, for the evidence check to drop, a fabricated one."""
+        if "qerrors" not in done:
+            return turn(call("qerrors", "search_traces", errors_only=True, limit=10),
+                        content="Searching the traces with an error again for this answer.")
+        found = done["qerrors"]
+        cited = ids(found, 3)
+        if found.step is None or not cited:
+            return turn(call("answer", "answer", text="The search returned no trace with an error.", evidence=[]))
+        matched = found.data.get("matched") if isinstance(found.data, dict) else None
+        evidence = [{"trace_id": t, "steps": [found.step]} for t in [*cited, FABRICATED_ID]]
+        return turn(call("answer", "answer", evidence=evidence,
+                         text=f"{matched} traces of the window have an error; three of them: {', '.join(cited)}."))
 
     def topic(self, done: dict[str, Result]) -> str | None:
         tags = [t for label, r in done.items() if label.startswith("readlow") for t in tags_of(r)
