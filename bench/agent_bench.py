@@ -376,7 +376,8 @@ def main() -> None:
             print(f"NOTE: {STANDIN_NOTE}", flush=True)
 
         env = portal_env(server.url, os.environ["DATABASE_URL"], CELERY_BROKER_URL=broker, LOG_LEVEL="INFO")
-        gateway = Gateway(env, directory / "gw").start()
+        gateway = Gateway(env, directory / "gw")
+        gateway.start()
         procs.append(gateway)
         gateway.wait_ready()
         dj.GATEWAY_INTERNAL_URL = gateway.url
