@@ -10,11 +10,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from evals.agent import tools
 from evals.agent.tools import ToolContext, call, specs
 from evals.agent.tools import traces as trace_tools
-from tests.evals.test_agent_tools_world import INJECTION, World, ids, ok, put_trace, world_fixture  # noqa: F401
+from evals.langfuse_client import LangfuseClient
+from tests.evals.test_agent_tools_world import (  # noqa: F401 (world_fixture)
+    INJECTION,
+    World,
+    ids,
+    ok,
+    put_trace,
+    usage,
+    world_fixture,
+)
+from tests.factories import Tenant
+from tests.langfuse_standin import LangfuseStandin
 
 pytestmark = pytest.mark.django_db
 
@@ -187,6 +199,9 @@ def test_langfuse_metrics_refuses_what_the_view_does_not_have(world: World, args
     ("compare", '{"measure": "cost", "a": {}, "b": {}}', "a and b are the same"),
     ("compare", '{"measure": "cost", "a": {"project": 2}, "b": {}}', "unknown argument 'project' in a"),
     ("portal_usage", '{"group_by": "key_hash"}', "is not one of"),
+    ("portal_usage", '{"route": "chat\\u0000"}', "argument route: a NUL character"),
+    ("search_traces", '{"min_cost": NaN}', "not valid JSON"),
+    ("search_traces", '{"scores": [{"evaluator": "correct", "min": 1e999}]}', "argument scores[0].min: a NUL"),
 ])
 def test_bad_calls_are_error_results_the_model_can_fix(world: World, name: str, raw: str, message: str) -> None:
     out = call(world.ctx(), name, raw)
@@ -234,3 +249,24 @@ def test_specs_are_strict_function_tools() -> None:
         assert all(o["additionalProperties"] is False for o in objects(function["parameters"]))
         assert "project" not in json.dumps(function["parameters"]["properties"])
     assert names == ["search_traces", "read_trace", "score_stats", "compare", "langfuse_metrics", "portal_usage"]
+
+
+def test_a_v3_langfuse_server_is_searched_and_read_too(acme: Tenant) -> None:
+    """Self-hosted Langfuse v3: the same tools (errors then come from the gateway's records only, and say so)."""
+    end = timezone.now() + dt.timedelta(minutes=1)
+    with LangfuseStandin(version=3) as server:
+        server.add_project("lf-v3", "v3", "pk-lf-v3", "sk-lf-v3")
+        quoted = put_trace(server, "lf-v3", end - dt.timedelta(minutes=30), answer='He said "use the reset link".')
+        failing = put_trace(server, "lf-v3", end - dt.timedelta(minutes=20), level="ERROR")
+        usage(acme, failing, end - dt.timedelta(minutes=20), status="failure", error_class="Timeout")
+        with LangfuseClient(server.url, "pk-lf-v3", "sk-lf-v3", backoff=0.01, timeout=5) as client:
+            ctx = ToolContext(acme.project, end - dt.timedelta(hours=1), end, client)
+            assert ids(ok(ctx, "search_traces", {"text": 'said "use the'})) == {quoted}
+            errors = ok(ctx, "search_traces", {"errors_only": True})
+            assert ids(errors) == {failing} and any("gateway's records" in n for n in errors.data["notes"])
+            read = ok(ctx, "read_trace", {"trace_id": failing})
+            assert [o["level"] for o in read.data["observations"]] == ["DEFAULT", "ERROR"]
+            assert read.data["trace"]["has_error"]
+            metrics = ok(ctx, "langfuse_metrics", {"view": "observations", "dimensions": ["level"],
+                                                   "metrics": [{"measure": "count", "aggregation": "count"}]})
+            assert {r["level"]: r["count_count"] for r in metrics.data["rows"]} == {"DEFAULT": 2, "ERROR": 1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,17 +74,39 @@ class Tool:
             if len(raw) > MAX_ARGUMENT_CHARS:
                 raise ToolError(f"the arguments are longer than {MAX_ARGUMENT_CHARS} characters")
             try:
-                args = json.loads(raw)
+                args = json.loads(raw, parse_constant=not_finite)
             except (ValueError, RecursionError):
                 raise ToolError("the arguments are not valid JSON: send one JSON object") from None
         else:
             args = raw
         if not isinstance(args, dict):
             raise ToolError("the arguments must be one JSON object")
+        if where := nul_or_not_finite(args):
+            raise ToolError(f"argument {where}: a NUL character or a number that is not finite")
         error = next(iter(sorted(self.validator.iter_errors(args), key=lambda e: list(e.absolute_path))), None)
         if error is not None:
             raise ToolError(schema_message(error, self.parameters))
         return args
+
+
+def not_finite(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def nul_or_not_finite(value: Any, where: str = "") -> str | None:
+    """Where `value` holds a string with NUL (PostgreSQL refuses it) or a NaN/infinite number, if anywhere."""
+    if isinstance(value, str):
+        return where or "(value)" if "\x00" in value else None
+    if isinstance(value, float):
+        return where or "(value)" if not math.isfinite(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return where or "(name)"
+        found = nul_or_not_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
 
 
 def schema_message(error: SchemaError, schema: dict[str, Any]) -> str:

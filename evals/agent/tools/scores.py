@@ -51,8 +51,9 @@ def scored(ctx: ToolContext, span: Range, *, evaluator: str | None = None, route
 
 
 def read_scores(rows: QuerySet[EvalScore]) -> tuple[list[dict[str, Any]], bool]:
-    values = list(rows.order_by("id").values("trace_id", "evaluator_version_id", "value", "label", "trace_time",
-                                             "trace_route")[:MAX_SCORES + 1])
+    # trace_time and trace_route are scored()'s annotations, which the stubs cannot see through its return type
+    values = list(rows.order_by("id").values(  # type: ignore[misc]
+        "trace_id", "evaluator_version_id", "value", "label", "trace_time", "trace_route")[:MAX_SCORES + 1])
     return values[:MAX_SCORES], len(values) > MAX_SCORES
 
 

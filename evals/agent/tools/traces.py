@@ -136,10 +136,26 @@ def matches(args: dict[str, Any], row: dict[str, Any], trace: dict[str, Any]) ->
             return False
     if "text" in args:
         needle = args["text"].casefold()
-        haystack = " ".join(clip(trace.get(k), 100_000)[0] or "" for k in ("input", "output")).casefold()
+        haystack = " ".join(strings(trace.get(k)) for k in ("input", "output")).casefold()
         if needle not in haystack:
             return False
     return True
+
+
+def strings(value: Any, budget: int = 200_000) -> str:
+    """The text of an input or output: its strings (the messages' contents), not their JSON encoding."""
+    found: list[str] = []
+    stack = [value]
+    while stack and budget > 0:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item[:budget])
+            budget -= len(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return " ".join(found)
 
 
 def trace_row(trace: dict[str, Any], usage: dict[str, Any] | None, scores: dict[str, Any], has_error: bool
@@ -267,7 +283,7 @@ def read_trace(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     if cut:
         notes.append("long fields were cut (marked …)")
     shown["has_error"] = bool(usage and usage["error"]) or any(r["level"] == "ERROR" for r in rows)
-    data = {"trace": shown, "observations": rows, "notes": notes}
+    data: dict[str, Any] = {"trace": shown, "observations": rows, "notes": notes}
     while len(compact(data)) > MAX_RESULT_CHARS - 100 and data["observations"]:
         rows.pop()
         cut = True
