@@ -80,6 +80,11 @@ def test_search_bounds_rows_and_the_scan_and_says_so(world: World, monkeypatch: 
     scanned = ok(ctx, "search_traces", {"limit": 50})
     assert scanned.data["scan_truncated"] and scanned.data["window_total"] is None and scanned.truncated
     assert scanned.data["matched"] == 8 and any("only the first 8" in n for n in scanned.data["notes"])
+    monkeypatch.setattr(trace_tools, "MAX_SCAN", 2000)
+    monkeypatch.setattr(trace_tools, "MAX_OBSERVATION_SCAN", 2)
+    errors = ok(ctx, "search_traces", {"errors_only": True})
+    assert any("among the newest 2 observations" in n for n in errors.data["notes"])
+    assert ids(errors) == set(world.ids["errors"])  # the gateway's records still say which failed
 
 
 def test_a_result_never_exceeds_its_characters(world: World) -> None:
@@ -237,6 +242,12 @@ def objects(node: Any) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for value in node:
             yield from objects(value)
+
+
+def test_a_result_without_rows_to_drop_is_shortened_to_fit() -> None:
+    big = tools.base.result({"trace": {"id": "t1", "input": "x" * 20_000, "tags": ["y" * 3000] * 5}})
+    assert len(big.text) <= tools.MAX_RESULT_CHARS and big.truncated and json.loads(big.text) == big.data
+    assert big.trace_ids == ["t1"] and big.data["trace"]["input"].endswith("…")
 
 
 def test_specs_are_strict_function_tools() -> None:

@@ -235,11 +235,27 @@ def result(data: dict[str, Any], *, truncated: bool = False, notes: list[str] | 
             [f"rows cut to {keep} to fit {MAX_RESULT_CHARS} characters"]
         truncated = True
         text = compact(data)
-    if len(text) > MAX_RESULT_CHARS:  # no rows left to drop: a last, hard cut (still marked)
-        truncated = True
-        text = text[: MAX_RESULT_CHARS - 40] + '… [truncated]"}'
+    for limit in (500, 200, 80, 20):  # no rows left to drop: shorter strings everywhere
+        if len(text) <= MAX_RESULT_CHARS:
+            break
+        data = shortened(data, limit) | {"truncated": True}
+        truncated, text = True, compact(data)
+    if len(text) > MAX_RESULT_CHARS:  # cannot happen with the tools' own bounds; still never over
+        data = {"truncated": True, "notes": ["the result was too large to show; narrow the call"]}
+        text = compact(data)
     ids = trace_ids_of(data, id_key)
     return ToolResult(text=text, data=data, trace_ids=ids, truncated=truncated)
+
+
+def shortened(value: Any, limit: int) -> Any:
+    """`value` with every string cut to `limit` characters (marked …)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, dict):
+        return {k: shortened(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shortened(v, limit) for v in value]
+    return value
 
 
 def trace_ids_of(data: dict[str, Any], id_key: str = "id") -> list[str]:

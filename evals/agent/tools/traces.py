@@ -85,7 +85,7 @@ def search_traces(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     ids = [str(t["id"]) for t in traces]
     usage = usage_by_trace(ctx, ids)
     scores = scores_by_trace(ctx, ids)
-    errors, errors_complete = error_traces(client, span, usage)
+    errors, errors_note = error_traces(client, span, usage)
     rows = [trace_row(t, usage.get(str(t["id"])), scores.get(str(t["id"]), {}), str(t["id"]) in errors)
             for t in traces]
     matching = [r for r, t in zip(rows, traces, strict=True) if matches(args, r, t)]
@@ -101,8 +101,8 @@ def search_traces(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         notes.append(f"the range holds more than {MAX_SCAN} traces: only the first {MAX_SCAN} (from "
                      f"{iso(span.start)} to {scan[MAX_SCAN - 1].get('timestamp')}) were searched, so matched "
                      "counts only those; narrow the time range")
-    if not errors_complete:
-        notes.append("errors were found only among the first observations or from the gateway's records")
+    if errors_note:
+        notes.append(errors_note)
     data: dict[str, Any] = {
         "range": span.describe(), "matched": len(matching),
         "window_total": None if scan_truncated else len(traces), "scanned": len(traces),
@@ -211,16 +211,20 @@ def scores_by_trace(ctx: ToolContext, ids: list[str]) -> dict[str, dict[str, Any
     return out
 
 
-def error_traces(client: LangfuseClient, span: Range, usage: dict[str, dict[str, Any]]) -> tuple[set[str], bool]:
+def error_traces(client: LangfuseClient, span: Range, usage: dict[str, dict[str, Any]]) -> tuple[set[str], str]:
     """Traces with a failed gateway request or an observation of level ERROR (observations are read
-    by time range on v4 servers only), and whether every observation of the range was read."""
+    by time range on v4 servers only), and a note when not every observation of the range was read."""
     errors = {trace_id for trace_id, row in usage.items() if row["error"]}
     if client.server().api != "v4":
-        return errors, False
+        return errors, ("this Langfuse (v3) lists observations without a time range: errors come from the "
+                        "gateway's records only")
     observations = list(islice(client.observations(from_time=iso(span.start), to_time=iso(span.end)),
                                MAX_OBSERVATION_SCAN + 1))
     errors |= {str(o.get("traceId")) for o in observations[:MAX_OBSERVATION_SCAN] if o.get("level") == "ERROR"}
-    return errors, len(observations) <= MAX_OBSERVATION_SCAN
+    if len(observations) > MAX_OBSERVATION_SCAN:
+        return errors, (f"errors were looked for among the newest {MAX_OBSERVATION_SCAN} observations of the "
+                        "range and the gateway's records only")
+    return errors, ""
 
 
 def chunks(items: list[str], size: int) -> Iterable[list[str]]:
