@@ -118,7 +118,7 @@ def test_an_investigation_with_tool_calls_reports_findings_whose_evidence_holds_
     llm.answer = Script([search_refusals, read_one, record,
                          lambda body: call("finish_report", {"summary": "Refund questions are refused."})],
                         answer=[question_search, grounded])
-    agent_route(acme, llm)
+    agent_route(acme, llm, input_cost_per_million=10, output_cost_per_million=10)  # $0.0007 a turn
     report = finished(acme, f"reports/{start(acme, focus='refusals')['id']}/")
     assert (report["status"], report["summary"], report["stop_reason"]) == (
         "succeeded", "Refund questions are refused.", ""), report
@@ -153,11 +153,13 @@ def test_an_investigation_with_tool_calls_reports_findings_whose_evidence_holds_
     assert answered["evidence_dropped"] == 1 and answered["evidence"][0]["url"]
     context = llm.requests[-2]["messages"]
     assert "Refuses refund questions" in context[1]["content"] and "Which refusal came first?" in context[2]["content"]
-    until(lambda: UsageRecord.objects.filter(key=service, route="agent-sim").count() == 6, 10)
-    totals = usage_api(acme, project=acme.project.pk, route="agent-sim")["totals"]
-    until(lambda: usage_api(acme, project=acme.project.pk, route="agent-sim")["totals"]["requests"] == 6, 10)
-    assert totals is not None
     detail = acme.client("owner").get(project_url(acme, f"reports/{report['id']}/")).json()
+    assert detail["steps_taken"] == 6 and Decimal(str(detail["cost"])) == Decimal("0.0042")
+    assert Decimal(str(answered["cost"])) == Decimal("0.0014")
+    # the project's usage (the API a team reads) holds the agent's six calls and their spend
+    until(lambda: usage_api(acme, project=acme.project.pk, route="agent-sim")["totals"]["requests"] == 6, 10)
+    totals = usage_api(acme, project=acme.project.pk, route="agent-sim")["totals"]
+    assert totals["cost"] == pytest.approx(0.0042) and totals["prompt_tokens"] == 300
     record_example(detail, answered)
 
 
