@@ -14,6 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from gateway.models import VirtualKey
 from tests.factories import Tenant, make_evals
+from tests.web.test_agent_pages import make_agent
 
 # Every name a form of the web UI posts (templates under portal/templates/web and registration).
 FIELDS = (
@@ -30,6 +31,8 @@ FIELDS = (
     "max_value", "pass_threshold", "output_mode", "template", "trace_id", "format", "from_time", "to_time",
     "max_items", "output_as", "tags", "environment", "user_id", "range", "start", "end", "password1", "password2",
     "scope", "alert_emails", "alert_webhook_url", "enabled", "username", "password",
+    "focus", "max_steps", "max_tokens", "max_seconds", "max_spend", "content", "lookback_hours", "alert_on_new",
+    "alert_growth",
 )
 QUERY = ("page", "q", "status", "days", "range", "start", "end", "run", "template", "actor", "action", "target_type",
          "since", "until", "after", "org", "section", "next", "sso")
@@ -54,6 +57,10 @@ def web_urls(t: Tenant) -> list[str]:
     ids["membership_id"] = Membership.objects.get(organization=t.org, user=t.users["member"]).pk
     ids["team_membership_id"] = TeamMembership.objects.get(team=t.team, user=t.users["member"]).pk
     ids["token_id"] = ApiToken.objects.filter(organization=t.org, user=t.users["member"]).first().pk  # type: ignore
+    from evals.agent.models import AgentReport  # the agent's pages (tests/web/test_agent_pages.py make_agent)
+
+    report = AgentReport.objects.filter(project=t.project).first()
+    ids |= {"report_id": report.pk if report else 0, "index": 0}
     verbs = {"web:key-action": ("block", "unblock", "rotate", "nonsense"),
              "web:schedule-action": ("enable", "disable", "run", "nonsense"),
              "web:invitation-action": ("resend", "nonsense")}
@@ -109,6 +116,7 @@ def call_all(client: Client, urls: list[str], values: tuple[str, ...] = HOSTILE)
 def test_hostile_values_in_every_form_field_and_query_parameter_never_make_a_500(
         acme: Tenant, langfuse_standin: Any) -> None:
     make_evals(acme, langfuse_standin)
+    make_agent(acme)
     urls = web_urls(acme)
     assert len(urls) > 40
     failures: list[str] = []

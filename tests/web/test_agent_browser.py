@@ -6,9 +6,11 @@ test-artifacts/screenshots/agent-*.png."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from evals import tasks_agent
 from evals.agent.models import AgentMessage, AgentReport
@@ -49,6 +51,11 @@ def test_a_report_with_findings_steps_and_a_conversation(live_server: Any, acme:
     page.locator("#dropped summary").click()
     assert "not in the cited steps" in page.locator("#dropped").inner_text()
     assert "acme: since Monday." in page.locator("#conversation").inner_text()
+    assert page.locator("#agent-progress .bar span").evaluate("e => e.style.width") == "100%"  # done
+    # the answer's evidence links to its own step, folded under the answer: the link unfolds it
+    assert not page.locator("#step-4").is_visible()
+    page.locator("#conversation .evidence").get_by_role("link", name="step 4").click()
+    assert page.locator("#step-4").is_visible() and "compare" in page.locator("#step-4").inner_text()
     check_page(page, "agent-report")
 
     page.get_by_label("Ask a follow-up question").fill("Which users see the refusals?")
@@ -86,9 +93,11 @@ def test_start_an_investigation_then_watch_its_progress(live_server: Any, acme: 
     report = AgentReport.objects.latest("pk")
     assert no_worker == [report.pk] and report.max_steps == 10 and str(report.max_spend) == "0.5000"
     assert page.locator("#agent-status").text_content() == "queued"
-    AgentReport.objects.filter(pk=report.pk).update(status="running", steps_taken=4, tokens_used=3000)
+    AgentReport.objects.filter(pk=report.pk).update(status="running", steps_taken=4, tokens_used=3000,
+                                                    started_at=timezone.now() - dt.timedelta(seconds=30))
     wait_until(page, "document.querySelector('#agent-progress .bar span').style.width === '40%'")
     assert page.locator("[data-field=tokens_used]").text_content() == "3000"
+    assert int(page.locator("[data-field=elapsed_seconds]").text_content() or 0) >= 30
     assert page.locator("#agent-status").text_content() == "running"
     check_page(page, "agent-report-running")
     AgentReport.objects.filter(pk=report.pk).update(status="succeeded", steps_taken=6,

@@ -227,6 +227,7 @@ def test_members_and_viewers_are_refused_every_write(acme: Tenant) -> None:
     ({"window_start": "2026-01-02T00:00", "window_end": "2026-01-01T00:00"}, "window_end", "Must be after"),
     ({"window_start": "2025-01-01T00:00", "window_end": "2026-01-01T00:00"}, "window_start", "at most 90 days"),
     ({"focus": "x" * 2001}, "focus", "At most 2000 characters."),
+    ({"focus": "nul\x00byte"}, "focus", "Null characters are not allowed."),
 ])
 def test_a_bad_start_form_shows_the_error_next_to_its_field_and_starts_nothing(
         acme: Tenant, body: dict[str, str], field: str, message: str) -> None:
@@ -275,6 +276,8 @@ def test_ask_a_question_through_the_service_and_refusals_show_as_form_errors(
     owner, url = login(acme, "owner"), f"{base(acme)}agent/{agent.report.pk}/questions/"
     empty = owner.post(url, {"content": "   "})
     assert empty.status_code == 400 and "Write a question." in empty.content.decode()
+    nul = owner.post(url, {"content": "why\x00?"})
+    assert nul.status_code == 400 and "Null characters are not allowed." in nul.content.decode()
     asked = owner.post(url, {"content": "Which users see the refusals?"})
     assert asked.status_code == 302 and asked["Location"].endswith(f"/agent/{agent.report.pk}/#conversation")
     question, answer = AgentMessage.objects.filter(report=agent.report).order_by("-pk")[:2][::-1]
@@ -352,3 +355,18 @@ def test_a_dataset_langfuse_cannot_give_is_a_message_not_a_traceback(acme: Tenan
     assert made.status_code == 200 and made.redirect_chain[-1][0].endswith(f"/agent/{agent.report.pk}/#finding-0")
     assert 'class="error"' in html and "Traceback" not in html
     assert not Dataset.objects.exists() and AgentFinding.objects.get(report=agent.report, index=0).dataset is None
+
+
+def test_investigate_a_schedule_now_once_at_a_time(acme: Tenant) -> None:
+    agent = make_agent(acme)
+    owner, url = login(acme, "owner"), f"{base(acme)}agent/schedules/{agent.schedule.pk}/run/"
+    started = owner.post(url)
+    report = AgentReport.objects.filter(schedule=agent.schedule, status="queued").get()
+    assert started.status_code == 302 and started["Location"] == f"{base(acme)}agent/{report.pk}/"
+    assert (report.focus, report.route, report.max_steps) == ("refusals", acme.route, agent.schedule.max_steps)
+    again = owner.post(url, follow=True)
+    html = again.content.decode()
+    assert again.status_code == 200 and "in progress" in html and "Traceback" not in html
+    assert AgentReport.objects.filter(schedule=agent.schedule).count() == 2  # make_agent's and the one started
+    schedule_page = owner.get(f"{base(acme)}agent/schedules/{agent.schedule.pk}/").content.decode()
+    assert f"#{report.pk}" in schedule_page and f"#{agent.report.pk}" in schedule_page

@@ -51,6 +51,12 @@ def routes_of(view: ProjectPage) -> Any:
         is_active=True, pk__in=usable_routes(project.team_id, project.organization_id)).order_by("name")
 
 
+def nul_errors(post: QueryDict) -> Errors:
+    """Fields holding a NUL character (PostgreSQL's text cannot), refused as the API's serializers do."""
+    return {name: ["Null characters are not allowed."] for name, values in post.lists()
+            if name != "csrfmiddlewaretoken" and any("\x00" in v for v in values)}
+
+
 def parse_fields(model: type[models.Model], post: QueryDict, fields: tuple[str, ...]) -> tuple[dict[str, Any], Errors]:
     """The filled-in fields, converted and checked by the model field's own rules (its validators)."""
     data: dict[str, Any] = {}
@@ -149,6 +155,7 @@ class AgentReportsPage(ProjectPage):
         self.actor.require_team_manager(self.project.team_id)  # a too-low role: 403, whatever the form holds
         post = request.POST
         bounds, errors = parse_fields(AgentReport, post, BOUNDS)
+        errors |= nul_errors(post)
         route = parse_route(self, post, errors)
         focus = parse_focus(post, errors)
         start, end = parse_when(post, "window_start", errors), parse_when(post, "window_end", errors)
@@ -241,6 +248,8 @@ class AgentQuestion(AgentReportPage):
         content = text(request.POST, "content").strip().replace("\r\n", "\n")
         self.actor.require_team_manager(self.project.team_id)
         try:
+            if nul_errors(request.POST):
+                raise ValidationError({"content": ["Null characters are not allowed."]})
             if not content:
                 raise ValidationError({"content": ["Write a question."]})
             if len(content) > MAX_QUESTION:
@@ -266,6 +275,8 @@ class AgentFindingDataset(ProjectPage):
         name = text(request.POST, "name").strip()[:100] or None
         self.actor.require_team_manager(self.project.team_id)
         try:
+            if nul_errors(request.POST):
+                raise ValidationError({"name": ["Null characters are not allowed."]})
             dataset = finding_dataset(actor=self.actor, finding=finding, name=name)
         except (ValidationError, Conflict, LangfuseError) as exc:
             flash_errors(request, {"non_field_errors": [f"Langfuse: {str(exc)[:300]} Nothing was changed; try again."]}
@@ -292,6 +303,8 @@ def schedule_data(view: ProjectPage, post: QueryDict) -> tuple[dict[str, Any], E
         data["alert_growth"] = None
     if not data.get("name"):
         errors.setdefault("name", ["A name is required."])
+    for name, messages_ in nul_errors(post).items():
+        errors.setdefault(name, messages_)
     return data, errors
 
 
