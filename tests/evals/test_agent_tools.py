@@ -190,6 +190,7 @@ def test_langfuse_metrics_refuses_what_the_view_does_not_have(world: World, args
     ("search_traces", '{"limit": 500}', "argument limit: 500 is greater than the maximum of 50"),
     ("search_traces", '{"limit": "10"}', "argument limit: '10' is not of type 'integer'"),
     ("search_traces", '{"limit": true}', "is not of type 'integer'"),
+    ("search_traces", '{"limit": 20.0}', "argument limit: 20.0 is not of type 'integer'"),
     ("search_traces", '{"errors_only": "yes"}', "is not of type 'boolean'"),
     ("search_traces", '{"scores": [{"evaluator": "correct", "min": 1, "max": 0}]}', "min is greater than max"),
     ("search_traces", '{"scores": [{"min": 1}]}', "'evaluator' is a required property"),
@@ -242,6 +243,27 @@ def objects(node: Any) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for value in node:
             yield from objects(value)
+
+
+GARBAGE: list[Any] = [None, -1, 0, 10**15, 1.5, True, "", "x" * 300, "2026-13-45T00:00:00", [], [1], {}, {"a": 1},
+                      "\u202e", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
+
+
+def test_no_argument_value_makes_a_tool_fail(world: World) -> None:
+    """Every argument of every tool with values of every wrong kind: a clear error or a result, never
+    'the tool failed' (an exception in the tool)."""
+    ctx = world.ctx()
+    required = {"read_trace": {"trace_id": world.ids["plain"][0]}, "compare": {"measure": "errors", "a": {},
+                                                                              "b": {"route": "chat"}},
+                "langfuse_metrics": {"view": "observations", "metrics": [{"measure": "count",
+                                                                          "aggregation": "count"}]}}
+    for spec in specs():
+        name = spec["function"]["name"]
+        for argument in spec["function"]["parameters"]["properties"]:
+            for value in GARBAGE:
+                out = call(ctx, name, {**required.get(name, {}), argument: value})
+                assert out.error != "the tool failed", (name, argument, value)
+                assert len(out.text) <= tools.MAX_RESULT_CHARS
 
 
 def test_a_result_without_rows_to_drop_is_shortened_to_fit() -> None:
