@@ -107,7 +107,8 @@ def test_read_trace_shows_its_observations_bounded(world: World) -> None:
     out = ok(ctx, "read_trace", {"trace_id": failing})
     trace = out.data["trace"]
     assert trace["id"] == failing and out.trace_ids == [failing] and trace["has_error"]
-    assert trace["route"] == "chat-fast" and trace["scores"] == {}
+    assert trace["route"] == "chat-fast" and trace["scores"] == {} and trace["tags"] == []
+    assert ok(ctx, "read_trace", {"trace_id": world.ids["french"][0]}).data["trace"]["tags"] == ["prod", "fr"]
     assert [o["name"] for o in out.data["observations"]] == ["llm", "search_tool"]
     assert out.data["observations"][1]["statusMessage"] == "input too long for the search tool"
     assert len(trace["input"]) <= 1501 and out.truncated  # 3000 characters of input, cut

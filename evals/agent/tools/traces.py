@@ -256,10 +256,13 @@ def read_trace(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
                         f"{iso(ctx.window_start)} .. {iso(ctx.window_end)}")
     cut = False
     shown: dict[str, Any] = {"id": trace_id, "timestamp": when}
-    for key, limit in (("name", 200), ("userId", 100), ("sessionId", 100), ("tags", 500), ("input", TRACE_FIELD_CHARS),
+    for key, limit in (("name", 200), ("userId", 100), ("sessionId", 100), ("input", TRACE_FIELD_CHARS),
                        ("output", TRACE_FIELD_CHARS), ("metadata", 800)):
         shown[key], was_cut = clip(trace.get(key), limit)
         cut = cut or was_cut
+    tags = [str(t) for t in trace.get("tags") or []]
+    shown["tags"] = [clip(t, 100)[0] for t in tags[:20]]
+    cut = cut or len(tags) > 20 or any(len(t) > 100 for t in tags[:20])
     latency, cost = trace.get("latency"), trace.get("totalCost")
     shown["latency_ms"] = round(float(latency) * 1000, 1) if isinstance(latency, int | float) and latency >= 0 else None
     shown["cost"] = float(cost) if isinstance(cost, int | float) and cost >= 0 else None
