@@ -1,0 +1,59 @@
+"""Reviewer R2's tests of the evaluation agent (issue 12): behaviour a user would notice that the
+helpers' tests do not pin. A strict xfail marks a defect reported in /work/notes/findings-R2.md: it
+passes while the defect is there and fails (XPASS) once it is repaired, so the mark must come off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from evals.agent.evidence import Refused, StepView, check_finding
+from evals.agent.tools import traces as trace_tools
+from tests.evals.test_agent_tools_world import World, ok, world_fixture  # noqa: F401 (world_fixture)
+
+# portal_usage grouped by route: the busy route has 300 requests, the French route 4.
+USAGE_BY_ROUTE = StepView(index=4, kind="tool", tool_name="portal_usage", trace_ids=("a1", "f1", "f2"), data={
+    "group_by": "route", "window_total": 304, "rows": [
+        {"route": "chat", "requests": 300, "traces": 300, "example_trace_ids": ["a1"]},
+        {"route": "chat-fr", "requests": 4, "traces": 4, "example_trace_ids": ["f1", "f2"]}]})
+SEARCH_FR = StepView(index=3, kind="tool", tool_name="search_traces", trace_ids=("f1", "f2", "f3", "f4"),
+                     data={"matched": 4, "window_total": 304, "rows": [{"id": f"f{i}"} for i in range(1, 5)]})
+
+
+def french(**overrides: Any) -> dict[str, Any]:
+    return {"title": "French answers on chat-fr", "problem": "Answers in French to English questions.",
+            "count": 4, "change_kind": "prompt", "change": "Answer in the user's language.",
+            "trace_ids": ["f1", "f2"], "steps": [4]} | overrides
+
+
+def test_a_findings_count_within_the_row_of_its_traces_is_kept() -> None:
+    checked = check_finding(french(), {4: USAGE_BY_ROUTE})
+    assert (checked.count, checked.share) == (4, pytest.approx(4 / 304))
+
+
+@pytest.mark.xfail(strict=True, reason="R2-1: the count is checked against the largest number anywhere in the "
+                                       "cited steps, not against the rows that hold the cited traces")
+def test_a_count_borrowed_from_another_routes_row_is_refused() -> None:
+    # The French route's finding claims the busy route's 300 requests: 'by the tool's own data' it is 4.
+    with pytest.raises(Refused):
+        check_finding(french(count=300), {4: USAGE_BY_ROUTE})
+
+
+@pytest.mark.xfail(strict=True, reason="R2-1: citing a second, unrelated step lifts the count to that step's total")
+def test_a_count_borrowed_from_a_second_cited_step_is_refused() -> None:
+    # The search says 4 traces show it; citing the usage table as well must not make it 300.
+    with pytest.raises(Refused):
+        check_finding(french(count=300, steps=[3, 4]), {3: SEARCH_FR, 4: USAGE_BY_ROUTE})
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(strict=True, reason="R2-2: search_traces reads a bounded scan of the window's oldest traces and "
+                                       "filters by name/tags/user after it, instead of asking Langfuse to filter")
+def test_a_search_by_tag_finds_the_tagged_traces_beyond_the_scan(world: World,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A week of a busy project holds more than MAX_SCAN traces; here the bound is 8 and the 4 French traces
+    # (tag fr) come after the first 8 of the window. Langfuse filters by tag itself (GET /api/public/traces?tags=).
+    monkeypatch.setattr(trace_tools, "MAX_SCAN", 8)
+    found = ok(world.ctx(), "search_traces", {"tags": ["fr"]})
+    assert found.data["matched"] == 4
