@@ -104,7 +104,7 @@ def test_a_manager_gets_the_start_form_with_the_projects_routes_and_a_member_rea
     for role in ("owner", "team_admin"):
         html = login(acme, role).get(f"{base(acme)}agent/").content.decode()
         assert 'id="agent-start"' in html and "Start an investigation" in html, role
-        assert f'<option value="{acme.route.pk}"' in html and "other-teams" not in html
+        assert '<option value="chat"' in html and "other-teams" not in html
         assert f"#{agent.report.pk}" in html and "1 dropped" in html
     for role in ("member", "viewer"):
         answer = login(acme, role).get(f"{base(acme)}agent/")
@@ -177,7 +177,7 @@ def test_another_organizations_and_another_projects_reports_answer_404(acme: Ten
     r, s = agent.report.pk, agent.schedule.pk
     writes = [(f"agent/{r}/questions/", {"content": "leak?"}), (f"agent/{r}/findings/0/dataset/", {}),
               (f"agent/schedules/{s}/delete/", {}), (f"agent/schedules/{s}/run/", {}),
-              (f"agent/schedules/{s}/", {"name": "x"}), ("agent/", {"route": str(acme.route.pk)})]
+              (f"agent/schedules/{s}/", {"name": "x"}), ("agent/", {"route": "chat"})]
     for url, body in writes:
         assert outsider.post(base(acme) + url, body).status_code == 404, url
     # acme's report under globex's own project, and under another project (of another team) of acme
@@ -200,9 +200,9 @@ def test_another_organizations_and_another_projects_reports_answer_404(acme: Ten
 def test_members_and_viewers_are_refused_every_write(acme: Tenant) -> None:
     agent = make_agent(acme)
     r, s = agent.report.pk, agent.schedule.pk
-    writes = [("agent/", {"route": str(acme.route.pk)}), (f"agent/{r}/questions/", {"content": "why?"}),
-              (f"agent/{r}/findings/0/dataset/", {}), ("agent/schedules/", {"name": "x", "route": str(acme.route.pk)}),
-              (f"agent/schedules/{s}/", {"name": "renamed", "route": str(acme.route.pk)}),
+    writes = [("agent/", {"route": "chat"}), (f"agent/{r}/questions/", {"content": "why?"}),
+              (f"agent/{r}/findings/0/dataset/", {}), ("agent/schedules/", {"name": "x", "route": "chat"}),
+              (f"agent/schedules/{s}/", {"name": "renamed", "route": "chat"}),
               (f"agent/schedules/{s}/delete/", {}), (f"agent/schedules/{s}/run/", {})]
     counts = (AgentReport.objects.count(), AgentMessage.objects.count(), AgentSchedule.objects.count())
     for role in ("member", "viewer"):
@@ -217,21 +217,26 @@ def test_members_and_viewers_are_refused_every_write(acme: Tenant) -> None:
 @pytest.mark.parametrize(("body", "field", "message"), [
     ({"max_steps": "0"}, "max_steps", "greater than or equal to 1"),
     ({"max_steps": "101"}, "max_steps", "less than or equal to 100"),
-    ({"max_tokens": "lots"}, "max_tokens", "must be an integer"),
+    ({"max_tokens": "lots"}, "max_tokens", "A valid integer is required."),
     ({"max_seconds": "5"}, "max_seconds", "greater than or equal to 10"),
-    ({"max_spend": "free"}, "max_spend", "must be a decimal number"),
+    ({"max_spend": "free"}, "max_spend", "A valid number is required."),
+    ({"max_spend": "1000"}, "max_spend", "less than or equal to 100"),
     ({"max_spend": "0"}, "max_spend", "greater than or equal to 0.0001"),
-    ({"route": "999999"}, "route", "Choose one of the routes this project may use."),
-    ({"route": "chat"}, "route", "Choose one of the routes this project may use."),
-    ({"window_start": "yesterday"}, "window_start", "Enter a date and time."),
+    ({"route": "no-such-route"}, "route", "does not exist"),
+    ({"route": "other-teams"}, "route", "not available to this project&#x27;s team"),
+    ({"window_start": "yesterday"}, "window_start", "Datetime has wrong format"),
     ({"window_start": "2026-01-02T00:00", "window_end": "2026-01-01T00:00"}, "window_end", "Must be after"),
     ({"window_start": "2025-01-01T00:00", "window_end": "2026-01-01T00:00"}, "window_start", "at most 90 days"),
-    ({"focus": "x" * 2001}, "focus", "At most 2000 characters."),
+    ({"focus": "x" * 2001}, "focus", "no more than 2000 characters"),
     ({"focus": "nul\x00byte"}, "focus", "Null characters are not allowed."),
 ])
 def test_a_bad_start_form_shows_the_error_next_to_its_field_and_starts_nothing(
         acme: Tenant, body: dict[str, str], field: str, message: str) -> None:
-    answer = login(acme, "owner").post(f"{base(acme)}agent/", {"route": str(acme.route.pk), **body})
+    restricted = routes.route_create(actor=system_actor(acme.org, "tests"), data={
+        "name": "other-teams", "deployments": [{"credential": None, "model": "m", "litellm_params": {
+            "mock_response": "x"}}]})
+    restricted.allowed_teams.set([services.team_create(actor=system_actor(acme.org, "tests"), data={"name": "t2"})])
+    answer = login(acme, "owner").post(f"{base(acme)}agent/", {"route": "chat", **body})
     html = answer.content.decode()
     assert answer.status_code == 400 and "Not saved" in html
     assert message in html, html[html.find("field-error") - 200:][:600]
@@ -239,8 +244,11 @@ def test_a_bad_start_form_shows_the_error_next_to_its_field_and_starts_nothing(
 
 
 def test_another_organizations_route_is_refused(acme: Tenant, globex: Tenant) -> None:
-    answer = login(acme, "owner").post(f"{base(acme)}agent/", {"route": str(globex.route.pk)})
-    assert answer.status_code == 400 and "Choose one of the routes" in answer.content.decode()
+    routes.route_create(actor=system_actor(globex.org, "tests"), data={
+        "name": "globex-only", "deployments": [{"credential": None, "model": "m", "litellm_params": {
+            "mock_response": "x"}}]})
+    answer = login(acme, "owner").post(f"{base(acme)}agent/", {"route": "globex-only"})
+    assert answer.status_code == 400 and "does not exist" in answer.content.decode()
     assert not AgentReport.objects.exists()
 
 
@@ -252,7 +260,7 @@ def test_a_team_admin_starts_an_investigation_through_the_service(
     monkeypatch.setattr(tasks_agent.agent_investigate, "delay", lambda report_id: queued.append(report_id))
     with django_capture_on_commit_callbacks(execute=True):
         answer = login(acme, "team_admin").post(f"{base(acme)}agent/", {
-            "route": str(acme.route.pk), "focus": "  refusals on billing  ", "window_start": "2026-11-20T00:00",
+            "route": "chat", "focus": "  refusals on billing  ", "window_start": "2026-11-20T00:00",
             "window_end": "2026-11-27T00:00", "max_steps": "12", "max_tokens": "50000", "max_seconds": "120",
             "max_spend": "0.25"})
     report = AgentReport.objects.get()
@@ -275,7 +283,7 @@ def test_ask_a_question_through_the_service_and_refusals_show_as_form_errors(
     agent = make_agent(acme)
     owner, url = login(acme, "owner"), f"{base(acme)}agent/{agent.report.pk}/questions/"
     empty = owner.post(url, {"content": "   "})
-    assert empty.status_code == 400 and "Write a question." in empty.content.decode()
+    assert empty.status_code == 400 and "This field may not be blank." in empty.content.decode()
     nul = owner.post(url, {"content": "why\x00?"})
     assert nul.status_code == 400 and "Null characters are not allowed." in nul.content.decode()
     asked = owner.post(url, {"content": "Which users see the refusals?"})
@@ -295,14 +303,15 @@ def test_schedules_are_created_and_edited_through_the_service_with_field_errors(
     owner = login(acme, "owner")
     form = owner.get(f"{base(acme)}agent/schedules/").content.decode()
     assert 'value="0 6 * * 1"' in form and 'value="168"' in form  # the model's defaults: weekly, 7 days back
-    good = {"name": "weekly", "cron": "0 6 * * 1", "route": str(acme.route.pk), "lookback_hours": "168",
+    good = {"name": "weekly", "cron": "0 6 * * 1", "route": "chat", "lookback_hours": "168",
             "max_steps": "20", "max_tokens": "200000", "max_seconds": "600", "max_spend": "1.00",
             "alert_growth": "0.5", "alert_on_new": "on", "enabled": "on", "focus": "refusals"}
     for body, message in (({"cron": "every monday"}, "Not a 5-field crontab"),
                           ({"lookback_hours": "0"}, "greater than or equal to 1"),
                           ({"alert_growth": "-1"}, "greater than or equal to 0.0"),
-                          ({"name": ""}, "A name is required."),
-                          ({"route": "0"}, "Choose one of the routes")):
+                          ({"name": ""}, "This field is required."),
+                          ({"max_spend": "500"}, "less than or equal to 100"),
+                          ({"route": "0"}, "does not exist")):
         bad = owner.post(f"{base(acme)}agent/schedules/", good | body)
         assert bad.status_code == 400 and message in bad.content.decode(), body
     assert not AgentSchedule.objects.exists()

@@ -2,11 +2,10 @@
 (progress while it works, fed by a small JSON endpoint; the summary, the findings with their evidence
 linked to Langfuse and to the steps, the steps, the conversation and its question form), and the
 agent's schedules. Writes go through the agent's services (evals/agent/services.py, schedules.py,
-datasets.py); the forms' values are checked by the models' own field rules first."""
+datasets.py) after the API's serializers checked the forms, as the other pages do."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 from urllib.parse import quote
@@ -19,12 +18,17 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryD
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from evals.agent import services
 from evals.agent.datasets import finding_dataset
 from evals.agent.models import AgentFinding, AgentMessage, AgentReport, AgentSchedule, AgentStep
 from evals.agent.schedules import schedule_delete, schedule_run_now, schedule_save
+from evals.api.agent_serializers import (
+    AgentFindingDatasetRequestSerializer,
+    AgentMessageRequestSerializer,
+    AgentReportRequestSerializer,
+    AgentScheduleSerializer,
+)
 from evals.langfuse_client import LangfuseError
 from evals.models import LangfuseConnection
 from gateway.models import ModelRoute
@@ -33,13 +37,12 @@ from portal.exceptions import Conflict
 from portal.tenancy import Parent
 from portal.web import charts
 from portal.web.base import PROJECT
-from portal.web.evaluations.common import ProjectPage, errors_of, flash_errors, text
+from portal.web.evaluations.common import ProjectPage, drf_errors, errors_of, flash_errors, optional, text
 
 REPORT = Parent(AgentReport, "report_id", within="project", select_related=("route", "schedule", "created_by"))
 SCHEDULE = Parent(AgentSchedule, "schedule_id", within="project", select_related=("route",))
 WORKING = ("queued", "running")
 BOUNDS = ("max_steps", "max_tokens", "max_seconds", "max_spend")
-MAX_FOCUS, MAX_QUESTION = 2000, 4000
 TRACES_SHOWN = 12  # a step's traces listed under it (the digest holds them all)
 Errors = dict[str, list[str]]
 
@@ -51,60 +54,13 @@ def routes_of(view: ProjectPage) -> Any:
         is_active=True, pk__in=usable_routes(project.team_id, project.organization_id)).order_by("name")
 
 
-def nul_errors(post: QueryDict) -> Errors:
-    """Fields holding a NUL character (PostgreSQL's text cannot), refused as the API's serializers do."""
-    return {name: ["Null characters are not allowed."] for name, values in post.lists()
-            if name != "csrfmiddlewaretoken" and any("\x00" in v for v in values)}
-
-
-def parse_fields(model: type[models.Model], post: QueryDict, fields: tuple[str, ...]) -> tuple[dict[str, Any], Errors]:
-    """The filled-in fields, converted and checked by the model field's own rules (its validators)."""
-    data: dict[str, Any] = {}
-    errors: Errors = {}
-    for name in fields:
-        raw = text(post, name).strip()
-        if raw == "":
-            continue
-        try:
-            data[name] = model._meta.get_field(name).clean(raw, None)  # type: ignore[union-attr]
-        except ValidationError as exc:
-            errors[name] = list(exc.messages)
-    return data, errors
-
-
 def defaults_of(model: type[models.Model], fields: tuple[str, ...]) -> dict[str, str]:
     """The fields' model defaults, as a form shows them."""
     return {f: str(model._meta.get_field(f).get_default()) for f in fields}  # type: ignore[union-attr]
 
 
-def parse_route(view: ProjectPage, post: QueryDict, errors: Errors) -> ModelRoute | None:
-    raw = text(post, "route").strip()
-    route = routes_of(view).filter(pk=int(raw)).first() if raw.isdigit() else None
-    if route is None:
-        errors["route"] = ["Choose one of the routes this project may use."]
-    return route
-
-
-def parse_when(post: QueryDict, name: str, errors: Errors) -> dt.datetime | None:
-    """A datetime-local field (UTC), or None when blank."""
-    raw = text(post, name).strip()
-    if not raw:
-        return None
-    try:
-        when = parse_datetime(raw)
-    except ValueError:
-        when = None
-    if when is None:
-        errors[name] = ["Enter a date and time."]
-        return None
-    return when if timezone.is_aware(when) else timezone.make_aware(when, dt.UTC)
-
-
-def parse_focus(post: QueryDict, errors: Errors) -> str:
-    focus = text(post, "focus").strip().replace("\r\n", "\n")
-    if len(focus) > MAX_FOCUS:
-        errors["focus"] = [f"At most {MAX_FOCUS} characters."]
-    return focus
+def checked(post: QueryDict, name: str) -> bool:
+    return post.get(name) in ("on", "true", "1")
 
 
 def trace_link(conn: LangfuseConnection | None, trace_id: Any) -> tuple[str, str]:
@@ -153,22 +109,14 @@ class AgentReportsPage(ProjectPage):
 
     def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         self.actor.require_team_manager(self.project.team_id)  # a too-low role: 403, whatever the form holds
-        post = request.POST
-        bounds, errors = parse_fields(AgentReport, post, BOUNDS)
-        errors |= nul_errors(post)
-        route = parse_route(self, post, errors)
-        focus = parse_focus(post, errors)
-        start, end = parse_when(post, "window_start", errors), parse_when(post, "window_end", errors)
-        if start and end and end <= start:
-            errors["window_end"] = ["Must be after the start."]
+        body = AgentReportRequestSerializer(data=optional(request.POST, "route", "focus", "window_start",
+                                                          "window_end", *BOUNDS), context=self.parent_context())
         try:
-            if errors:
-                raise ValidationError(errors)
-            assert route is not None
-            report = services.report_create(actor=self.actor, project=self.project, route=route, focus=focus,
-                                            window_start=start, window_end=end, **bounds)
+            if not body.is_valid():
+                raise ValidationError(drf_errors(body.errors))
+            report = services.report_create(actor=self.actor, project=self.project, **body.validated_data)
         except (ValidationError, Conflict) as exc:
-            return self.listing(form=post.dict(), errors=errors_of(exc))
+            return self.listing(form=request.POST.dict(), errors=errors_of(exc))
         messages.success(request, f"Investigation #{report.pk} queued.")
         return redirect("web:agent-report", org_slug=self.organization.slug, project_id=self.project.pk,
                         report_id=report.pk)
@@ -245,18 +193,14 @@ class AgentQuestion(AgentReportPage):
 
     def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         report = self.parent(AgentReport)
-        content = text(request.POST, "content").strip().replace("\r\n", "\n")
         self.actor.require_team_manager(self.project.team_id)
+        body = AgentMessageRequestSerializer(data={"content": text(request.POST, "content").replace("\r\n", "\n")})
         try:
-            if nul_errors(request.POST):
-                raise ValidationError({"content": ["Null characters are not allowed."]})
-            if not content:
-                raise ValidationError({"content": ["Write a question."]})
-            if len(content) > MAX_QUESTION:
-                raise ValidationError({"content": [f"At most {MAX_QUESTION} characters."]})
-            services.message_create(actor=self.actor, report=report, content=content)
+            if not body.is_valid():
+                raise ValidationError(drf_errors(body.errors))
+            services.message_create(actor=self.actor, report=report, content=body.validated_data["content"])
         except (ValidationError, Conflict) as exc:
-            return self.detail(question=content, errors=errors_of(exc))
+            return self.detail(question=text(request.POST, "content"), errors=errors_of(exc))
         messages.success(request, "Question sent: the answer shows here when the agent is done.")
         return redirect(reverse("web:agent-report", kwargs={"org_slug": self.organization.slug, "project_id":
                                                            self.project.pk, "report_id": report.pk}) + "#conversation")
@@ -272,12 +216,12 @@ class AgentFindingDataset(ProjectPage):
         finding = AgentFinding.objects.visible_to(self.actor, "change").filter(report=report, index=index).first()
         if finding is None:
             raise Http404
-        name = text(request.POST, "name").strip()[:100] or None
         self.actor.require_team_manager(self.project.team_id)
+        body = AgentFindingDatasetRequestSerializer(data=optional(request.POST, "name"))
         try:
-            if nul_errors(request.POST):
-                raise ValidationError({"name": ["Null characters are not allowed."]})
-            dataset = finding_dataset(actor=self.actor, finding=finding, name=name)
+            if not body.is_valid():
+                raise ValidationError(drf_errors(body.errors))
+            dataset = finding_dataset(actor=self.actor, finding=finding, name=body.validated_data.get("name"))
         except (ValidationError, Conflict, LangfuseError) as exc:
             flash_errors(request, {"non_field_errors": [f"Langfuse: {str(exc)[:300]} Nothing was changed; try again."]}
                          if isinstance(exc, LangfuseError) else errors_of(exc))
@@ -289,28 +233,25 @@ class AgentFindingDataset(ProjectPage):
                         dataset_id=dataset.pk)
 
 
-SCHEDULE_FIELDS = ("name", "cron", "lookback_hours", "alert_growth", *BOUNDS)
+SCHEDULE_FIELDS = ("name", "cron", "focus", "lookback_hours", "alert_growth", *BOUNDS)
 
 
-def schedule_data(view: ProjectPage, post: QueryDict) -> tuple[dict[str, Any], Errors]:
-    """The schedule form as the service's data (AgentSchedule's fields), and the fields' errors."""
-    data, errors = parse_fields(AgentSchedule, post, SCHEDULE_FIELDS)
-    data["route"] = parse_route(view, post, errors)
-    data["focus"] = parse_focus(post, errors)
-    data["enabled"] = post.get("enabled") in ("on", "true", "1")
-    data["alert_on_new"] = post.get("alert_on_new") in ("on", "true", "1")
-    if not text(post, "alert_growth").strip():
-        data["alert_growth"] = None
-    if not data.get("name"):
-        errors.setdefault("name", ["A name is required."])
-    for name, messages_ in nul_errors(post).items():
-        errors.setdefault(name, messages_)
-    return data, errors
+def schedule_body(view: ProjectPage, post: QueryDict, schedule: AgentSchedule | None = None) -> dict[str, Any]:
+    """The schedule form, checked by the API's serializer, as the service's data (ValidationError if not)."""
+    data: dict[str, Any] = {**optional(post, "name", "route", "cron", "focus", "lookback_hours", *BOUNDS),
+                            "enabled": checked(post, "enabled"), "alert_on_new": checked(post, "alert_on_new"),
+                            "alert_growth": text(post, "alert_growth").strip() or None}
+    data.setdefault("focus", "")
+    serializer = AgentScheduleSerializer(schedule, data=data, partial=schedule is not None,
+                                         context=view.parent_context())
+    if not serializer.is_valid():
+        raise ValidationError(drf_errors(serializer.errors))
+    return dict(serializer.validated_data)
 
 
 def schedule_initial(schedule: AgentSchedule) -> dict[str, Any]:
     form = {f: "" if getattr(schedule, f) is None else str(getattr(schedule, f)) for f in SCHEDULE_FIELDS}
-    return form | {"route": str(schedule.route_id), "focus": schedule.focus,
+    return form | {"route": schedule.route.name,
                    "enabled": "on" if schedule.enabled else "", "alert_on_new": "on" if schedule.alert_on_new else ""}
 
 
@@ -328,11 +269,8 @@ class AgentSchedulesPage(ProjectPage):
 
     def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         self.actor.require_team_manager(self.project.team_id)
-        data, errors = schedule_data(self, request.POST)
         try:
-            if errors:
-                raise ValidationError(errors)
-            schedule = schedule_save(actor=self.actor, project=self.project, data=data)
+            schedule = schedule_save(actor=self.actor, project=self.project, data=schedule_body(self, request.POST))
         except (ValidationError, Conflict) as exc:
             return self.listing(form=request.POST.dict(), errors=errors_of(exc))
         messages.success(request, f"Schedule '{schedule.name}' created.")
@@ -356,11 +294,9 @@ class AgentSchedulePage(ProjectPage):
     def post(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         schedule = self.parent(AgentSchedule)
         self.actor.require_team_manager(self.project.team_id)
-        data, errors = schedule_data(self, request.POST)
         try:
-            if errors:
-                raise ValidationError(errors)
-            schedule_save(actor=self.actor, project=self.project, schedule=schedule, data=data)
+            schedule_save(actor=self.actor, project=self.project, schedule=schedule,
+                          data=schedule_body(self, request.POST, schedule))
         except (ValidationError, Conflict) as exc:
             return self.detail(form=request.POST.dict(), errors=errors_of(exc))
         messages.success(request, f"Schedule '{schedule.name}' saved.")
