@@ -57,7 +57,9 @@ def make_agent(t: Tenant, *, status: str = "succeeded") -> Agent:
         started_at=now - dt.timedelta(seconds=42), finished_at=None if status == "running" else now,
         max_steps=20)
     AgentStep.objects.create(report=report, index=0, kind="model", content=f"{slug}: I will search the traces.",
-                             prompt_tokens=900, completion_tokens=40, cost=Decimal("0.001"),
+                             prompt_tokens=900, completion_tokens=40, cost=Decimal("0.001"), arguments=[
+                                 {"id": "call_1", "name": "search_traces", "arguments": '{"tags": ["billing"]}'},
+                                 {"id": "call_2", "name": "read_trace", "arguments": '{"trace_id": "nope"}'}],
                              llm_trace_id=f"{slug}-llm-call-0")
     AgentStep.objects.create(report=report, index=1, kind="tool", tool_name="search_traces",
                              tool_call_id="call_1", arguments={"tags": ["billing"], "score_max": 0.5},
@@ -131,6 +133,7 @@ def test_the_report_page_shows_findings_with_evidence_steps_and_the_conversation
     assert "traces/weird%2F..%2Fid" in html and "traces/weird/../id" not in html
     # the steps: the model's message and its Langfuse call, the arguments, the digest, the failed call
     assert "acme: I will search the traces." in html and "lfp-acme/traces/acme-llm-call-0" in html
+    assert 'Tool calls asked for in step 0' in html and "({&quot;trace_id&quot;: &quot;nope&quot;})" in html
     assert "&quot;billing&quot;" in html and "score_max" in html and "trace not found: nope" in html
     assert "has-error" in html
     # dropped findings with their reasons

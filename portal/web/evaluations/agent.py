@@ -76,6 +76,11 @@ def decorate(step: AgentStep, conn: LangfuseConnection | None) -> None:
     step.more_traces = max(0, len(ids) - TRACES_SHOWN)  # type: ignore[attr-defined]
     step.llm_url = trace_link(conn, step.llm_trace_id)[1] if step.llm_trace_id else ""  # type: ignore[attr-defined]
     args = step.arguments
+    if step.kind == "model":  # the tool calls the model asked for: [{id, name, arguments (its JSON text)}]
+        asked = args if isinstance(args, list) else []
+        step.asked = [(str(c.get("name", ""))[:100], str(c.get("arguments", ""))[:300])  # type: ignore[attr-defined]
+                      for c in asked if isinstance(c, dict)]
+        args = None
     step.args_text = "" if args is None else (  # type: ignore[attr-defined]
         args if isinstance(args, str) else json.dumps(args, indent=1, ensure_ascii=False, sort_keys=True))[:4000]
 
@@ -164,7 +169,7 @@ class AgentReportPage(ProjectPage):
                         [i for i in e.get("steps") or [] if isinstance(i, int)])
                        for e in m.evidence or [] if isinstance(e, dict)]
         progress = progress_of(report)
-        chart = charts.bar_chart([(f"{f.index}. {f.title[:40]}", float(f.count)) for f in findings],
+        chart = charts.bar_chart([(f.title[:40], float(f.count)) for f in findings],
                                  title="Traces per finding", color="#b42318") if len(findings) > 1 else ""
         return self.page("web/evaluations/agent_report.html", http_status=400 if errors else 200, report=report,
                          progress=progress, working=progress["working"], findings=findings, findings_chart=chart,
