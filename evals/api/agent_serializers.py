@@ -30,7 +30,7 @@ MAX_SPEND = Decimal("100")
 REPORT_FIELDS = ["id", "status", "route", "schedule", "focus", "window_start", "window_end", "max_steps",
                  "max_tokens", "max_seconds", "max_spend", "steps_taken", "tokens_used", "cost", "summary",
                  "findings_dropped", "stop_reason", "error", "created_at", "started_at", "finished_at"]
-STEP_FIELDS = ["index", "kind", "message", "content", "tool_call_id", "tool_name", "arguments", "result_digest",
+STEP_FIELDS = ["id", "index", "kind", "message", "content", "tool_call_id", "tool_name", "arguments", "result_digest",
                "trace_ids", "truncated", "error", "prompt_tokens", "completion_tokens", "cost", "latency_ms",
                "llm_trace_id", "created_at"]
 TRACE_LINK = {"type": "object", "properties": {"id": {"type": "string"},
@@ -108,7 +108,7 @@ class AgentStepSerializer(AgentStepDigestSerializer):
     """A step with the tool's structured result (what evidence is checked against)."""
 
     class Meta(AgentStepDigestSerializer.Meta):
-        fields = [*STEP_FIELDS[:8], "result", *STEP_FIELDS[8:]]
+        fields = [*STEP_FIELDS[:9], "result", *STEP_FIELDS[9:]]
         read_only_fields = fields
 
 
