@@ -247,3 +247,44 @@ def test_the_previous_report_is_this_schedules_own(acme: Tenant, hooks: list[dic
     report = scheduled(acme, two, 1, findings={"refusals": 0.1})
     assert [f.key for f in schedules.after_report(report)] == ["refusals"]  # new for schedule two
     assert marks(report) == {"refusals": "new"} and len(mail.outbox) == 1
+
+
+# the whole way: beat's tick, the loop (a scripted model, fixed tools), after_report, the alert ----------
+
+@pytest.fixture
+def scripted_tools(monkeypatch: Any) -> Any:
+    from evals.agent import loop
+    from tests.evals.test_agent_loop import Tools
+
+    fake = Tools()
+    monkeypatch.setattr(loop, "tools", fake)
+    monkeypatch.setattr(loop, "service_key", lambda project: "sk-service")
+    return fake
+
+
+def investigate_with(monkeypatch: Any, count: int, report_id: int) -> AgentReport:
+    from evals.agent import loop
+    from tests.agent_script import call, finding_from, last
+    from tests.evals.test_agent_loop import finish, search, use
+
+    def record(body: dict[str, Any]) -> dict[str, Any]:
+        return call("record_finding", finding_from(last(body, "search_traces"), title="Wrong language",
+                                                   count=count))
+
+    use(monkeypatch, search, record, finish)
+    done = loop.investigate(report_id)
+    assert done is not None and done.status == "succeeded", done
+    return done
+
+
+def test_scheduled_investigations_alert_when_a_finding_appears_and_when_it_grows(
+        acme: Tenant, hooks: list[dict[str, Any]], scripted_tools: Any, monkeypatch: Any) -> None:
+    schedule = make_schedule(acme, alert_growth=0.5)
+    first = investigate_with(monkeypatch, 10, agent_run_schedule.apply(args=(schedule.pk,)).get())
+    assert marks(first) == {"wrong-language": "new"} and first.findings.get().share == 0.1
+    assert len(hooks) == 1 and hooks[0]["new"][0]["title"] == "Wrong language" and len(mail.outbox) == 1
+    same = investigate_with(monkeypatch, 12, agent_run_schedule.apply(args=(schedule.pk,)).get())
+    assert marks(same) == {"wrong-language": "known"} and len(hooks) == 1  # +20%: no alert
+    grown = investigate_with(monkeypatch, 30, agent_run_schedule.apply(args=(schedule.pk,)).get())
+    assert marks(grown) == {"wrong-language": "grown"} and len(hooks) == 2 and len(mail.outbox) == 2
+    assert (hooks[1]["grown"][0]["previous_share"], hooks[1]["grown"][0]["share"]) == (0.12, 0.3)
