@@ -11,6 +11,7 @@ import pytest
 from evals.agent.evidence import Refused, StepView, check_finding
 from evals.agent.tools import traces as trace_tools
 from tests.evals.test_agent_tools_world import World, ok, world_fixture  # noqa: F401 (world_fixture)
+from tests.factories import Tenant
 
 # portal_usage grouped by route: the busy route has 300 requests, the French route 4.
 USAGE_BY_ROUTE = StepView(index=4, kind="tool", tool_name="portal_usage", trace_ids=("a1", "f1", "f2"), data={
@@ -57,3 +58,43 @@ def test_a_search_by_tag_finds_the_tagged_traces_beyond_the_scan(world: World,
     monkeypatch.setattr(trace_tools, "MAX_SCAN", 8)
     found = ok(world.ctx(), "search_traces", {"tags": ["fr"]})
     assert found.data["matched"] == 4
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(strict=True, reason="R2-11: a report's steps show the project's usage by key to every member of "
+                                       "the organization, though usage by key is the key's team's to see")
+def test_a_member_of_another_team_reads_no_more_usage_through_a_report_than_through_usage(acme: Tenant) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from evals.agent.models import AgentReport, AgentStep
+    from evals.agent.tools import ToolContext, call
+    from portal import services
+    from portal.access import actor_for_user, system_actor
+    from portal.models import OrgRole, TeamRole, TokenScope
+    from tests.evals.test_agent_tools_world import usage
+    from tests.factories import api
+
+    now = timezone.now()
+    usage(acme, "trace-1", now - dt.timedelta(hours=1), cost="3.5")  # acme's member key, acme's project team
+    system = system_actor(acme.org, "tests")
+    outsider = services.member_add(actor=system, email="outsider@acme.test", role=OrgRole.MEMBER).user
+    other = services.team_create(actor=system, data={"name": "acme-other"})
+    services.team_member_add(actor=system, team=other, email="outsider@acme.test", role=TeamRole.MEMBER)
+    actor = actor_for_user(acme.org, outsider)
+    _, token = services.api_token_create(actor=actor, name="outsider", role=actor.role, scope=TokenScope.FULL)
+    client = api(token)
+    # The usage API keeps the other team's keys from this member (the rule of keys and their usage).
+    by_key = client.get(acme.url("usage/"), {"group_by": "key"}).json()
+    assert "acme member key" not in str(by_key)
+    # The agent read the same usage for a report of the project (the team's admin started it).
+    report = AgentReport.objects.create(project=acme.project, route=acme.route, status="succeeded",
+                                        window_start=now - dt.timedelta(days=1), window_end=now)
+    result = call(ToolContext(project=acme.project, window_start=report.window_start, window_end=now, langfuse=None),
+                  "portal_usage", {"group_by": "key"})
+    assert "acme member key" in result.text
+    AgentStep.objects.create(report=report, index=1, kind="tool", tool_name="portal_usage", result=result.data,
+                             result_digest=result.text, arguments={"group_by": "key"})
+    steps = client.get(acme.url(f"projects/{acme.project.pk}/reports/{report.pk}/steps/"))
+    assert steps.status_code == 404 or "acme member key" not in steps.content.decode()
