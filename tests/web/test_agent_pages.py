@@ -382,3 +382,35 @@ def test_investigate_a_schedule_now_once_at_a_time(acme: Tenant) -> None:
     assert AgentReport.objects.filter(schedule=agent.schedule).count() == 2  # make_agent's and the one started
     schedule_page = owner.get(f"{base(acme)}agent/schedules/{agent.schedule.pk}/").content.decode()
     assert f"#{report.pk}" in schedule_page and f"#{agent.report.pk}" in schedule_page
+
+
+def test_a_report_the_loop_wrote_shows_on_its_page(acme: Tenant, monkeypatch: Any) -> None:
+    """Started on the page, investigated by the real loop (a scripted model and fixed tools, as
+    tests/evals/test_agent_schedules.py runs it), read back on the page: the rows as the loop writes them."""
+    from evals.agent import loop
+    from tests.agent_script import call, finding_from, last
+    from tests.evals.test_agent_loop import Tools, finish, search, use
+
+    monkeypatch.setattr(loop, "tools", Tools())
+    monkeypatch.setattr(loop, "service_key", lambda project: "sk-service")
+
+    def record(body: dict[str, Any]) -> dict[str, Any]:
+        return call("record_finding", finding_from(last(body, "search_traces"), title="Wrong language", count=3))
+
+    use(monkeypatch, search, record, finish)
+    owner = login(acme, "owner")
+    assert owner.post(f"{base(acme)}agent/", {"route": "chat", "focus": "languages"}).status_code == 302
+    report = loop.investigate(AgentReport.objects.get().pk)
+    assert report is not None and report.status == "succeeded"
+    finding = AgentFinding.objects.get(report=report)
+    html = owner.get(f"{base(acme)}agent/{report.pk}/").content.decode()
+    assert "Wrong language" in html and report.summary and report.summary.split("\n")[0][:30] in html
+    for index in finding.steps:
+        assert f'href="#step-{index}"' in html and f'id="step-{index}"' in html
+    for trace_id in finding.trace_ids:
+        assert trace_id in html
+    tool_step = AgentStep.objects.filter(report=report, kind="tool").first()
+    assert tool_step is not None and f'<span class="tool">{tool_step.tool_name}</span>' in html
+    steps = list(AgentStep.objects.filter(report=report).values_list("index", "kind", "tool_name", "arguments"))
+    asked = next(s for s in steps if s[1] == "model" and s[3])
+    assert f"Tool calls asked for in step {asked[0]}" in html, steps  # the model step lists the calls it asked
