@@ -84,7 +84,8 @@ def schedule_save(*, actor: Actor, project: Project, data: dict[str, Any],
             setattr(schedule, field, data[field])
     if schedule.route_id is None:
         raise ValidationError({"route": "Choose the route the agent's model calls go through."})
-    check_route(project, schedule)
+    if before is None or "route" in data or data.get("enabled"):
+        check_route(project, schedule)  # not to switch off a schedule whose route was disabled since
     check_cron(schedule.cron)
     schedule.full_clean(exclude=["project", "periodic_task"], validate_constraints=False)
     if AgentSchedule.objects.filter(project=project, name=schedule.name).exclude(pk=schedule.pk).exists():

@@ -100,6 +100,17 @@ def test_duplicate_names_and_routes_of_another_team_are_refused(acme: Tenant) ->
     assert AgentSchedule.objects.count() == 1
 
 
+def test_a_schedule_whose_route_was_disabled_can_be_switched_off_not_on(acme: Tenant) -> None:
+    schedule = make_schedule(acme, name="weekly")
+    routes.route_update(actor=system_actor(acme.org, "t"), route=acme.route, data={"is_active": False})
+    assert agent_run_schedule.apply(args=(schedule.pk,)).get() is None  # beat's tick skips it
+    off = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"enabled": False}, format="json")
+    assert off.status_code == 200, off.content
+    on = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"enabled": True}, format="json")
+    assert on.status_code == 400 and list(on.json()) == ["route"], on.content
+    assert not AgentReport.objects.exists()
+
+
 # run now and beat's tick --------------------------------------------------------
 
 def test_run_now_queues_a_report_of_the_lookback_and_one_at_a_time(acme: Tenant,
