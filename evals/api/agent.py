@@ -55,7 +55,7 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
                 Prefetch("findings", AgentFinding.objects.order_by("index")),
                 Prefetch("steps", AgentStep.objects.defer("result").order_by("index")),
                 Prefetch("messages", AgentMessage.objects.order_by("created_at", "id")))
-        return queryset
+        return queryset.annotate(finding_count=Count("findings"))
 
     def get_serializer_class(self) -> Any:
         return s.AgentReportDetailSerializer if self.action == "retrieve" else s.AgentReportSerializer

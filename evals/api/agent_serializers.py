@@ -72,12 +72,16 @@ class AgentReportRequestSerializer(serializers.Serializer):
 
 class AgentReportSerializer(serializers.ModelSerializer):
     route = serializers.CharField(source="route.name", read_only=True)
-    findings = serializers.IntegerField(source="findings.count", read_only=True, help_text="Findings kept.")
+    findings = serializers.SerializerMethodField(help_text="How many findings were kept.")
 
     class Meta:
         model = AgentReport
         fields = [*REPORT_FIELDS[:15], "findings", *REPORT_FIELDS[15:]]
         read_only_fields = fields
+
+    def get_findings(self, obj: AgentReport) -> int:
+        counted = getattr(obj, "finding_count", None)  # the list annotates it; a new report has none yet
+        return int(counted) if counted is not None else obj.findings.count()
 
 
 class AgentFindingSerializer(serializers.ModelSerializer):
