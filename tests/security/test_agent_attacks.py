@@ -18,11 +18,11 @@ import pytest
 from django.utils import timezone
 
 from evals.agent import loop
-from evals.agent.models import AgentFinding, AgentReport, AgentStep
+from evals.agent.models import AgentFinding, AgentMessage, AgentReport, AgentSchedule, AgentStep
 from evals.gateway_client import Completion, ToolCall
 from gateway.models import UsageRecord
 from portal.models import Project
-from tests.factories import Tenant
+from tests.factories import Tenant, web_client
 
 pytestmark = pytest.mark.django_db
 NOW = timezone.now()
@@ -184,3 +184,120 @@ def test_evidence_from_another_report_a_failed_call_a_control_step_or_an_inflate
     assert "globex-t0 are not in the results" in reasons["Another organization's trace"]
     assert "step 3 failed" in reasons["A failed call"] and "count 4 is more than" in reasons["Inflated"]
     assert not AgentFinding.objects.filter(report__in=[other, foreign]).exists()
+
+
+# Bad input to the endpoints: 400 with the field, never 500 -------------------------------------
+
+BIG = "9" * 25
+
+
+def test_bad_input_to_the_agent_endpoints_is_a_400_with_the_field(acme: Tenant) -> None:
+    report = make_report(acme, status="succeeded")
+    owner, base = acme.client("owner"), f"projects/{acme.project.pk}/"
+    cases: list[tuple[str, Any, str]] = [
+        ("reports/", {"route": "chat", "max_spend": "NaN"}, "max_spend"),
+        ("reports/", {"route": "chat", "max_spend": "Infinity"}, "max_spend"),
+        ("reports/", {"route": "chat", "max_spend": "-1"}, "max_spend"),
+        ("reports/", {"route": ["chat"]}, "route"), ("reports/", {"route": {"name": "chat"}}, "route"),
+        ("reports/", {"route": "chat\x00"}, "route"), ("reports/", {"route": "x" * 10_000}, "route"),
+        ("reports/", {"route": "chat", "focus": "a\x00b"}, "focus"),
+        ("reports/", {"route": "chat", "focus": "x" * 2001}, "focus"),
+        ("reports/", {"route": "chat", "window_start": "2020-01-01T00:00:00Z"}, "window_start"),
+        ("reports/", {"route": "chat", "window_start": "99999-01-01"}, "window_start"),
+        ("reports/", {"route": "chat", "window_start": "2026-01-02T00:00:00Z", "window_end": "2026-01-01T00:00:00Z"},
+         "window_end"),
+        ("reports/", {"route": "chat", "max_steps": 10**30}, "max_steps"),
+        ("reports/", {"route": "chat", "max_steps": 0}, "max_steps"),
+        ("reports/", {"route": "chat", "max_tokens": 1.5}, "max_tokens"),
+        ("reports/", {"route": "chat", "max_seconds": 10**6}, "max_seconds"),
+        (f"reports/{report.pk}/messages/", {"content": {"a": 1}}, "content"),
+        (f"reports/{report.pk}/messages/", {"content": "x\x00"}, "content"),
+        (f"reports/{report.pk}/messages/", {"content": "x" * 5000}, "content"),
+        (f"reports/{report.pk}/messages/", {"content": "   "}, "content"),
+        (f"reports/{report.pk}/messages/", ["x"], "non_field_errors"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "cron": "* * * * * *"}, "cron"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "cron": "99 99 * * *"}, "cron"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "cron": "x" * 10_000}, "cron"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "alert_growth": "NaN"}, "alert_growth"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "alert_growth": -1}, "alert_growth"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "lookback_hours": 10**12}, "lookback_hours"),
+        ("agent-schedules/", {"name": "a\x00", "route": "chat"}, "name"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "max_steps": 10**12}, "max_steps"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "max_spend": "1e9"}, "max_spend"),
+        ("agent-schedules/", {"name": "a"}, "route"),
+    ]
+    for path, body, field in cases:
+        response = owner.post(acme.url(base + path), body, format="json")
+        assert response.status_code == 400, (path, str(body)[:80], response.status_code, response.content[:300])
+        assert field in response.json(), (path, str(body)[:80], response.json())
+    assert AgentReport.objects.count() == 1 and not AgentSchedule.objects.exists()
+    assert report.messages.count() == 0
+
+
+def test_ids_past_any_integer_are_404_not_500(acme: Tenant) -> None:
+    report = make_report(acme, status="succeeded")
+    owner, base = acme.client("owner"), acme.url(f"projects/{acme.project.pk}/")
+    for method, path in [("get", f"reports/{BIG}/"), ("get", f"reports/{BIG}/steps/"),
+                         ("get", f"reports/{BIG}/messages/"), ("post", f"reports/{report.pk}/findings/{BIG}/dataset/"),
+                         ("post", f"reports/{report.pk}/findings/40000/dataset/"), ("get", f"agent-schedules/{BIG}/"),
+                         ("post", f"agent-schedules/{BIG}/run/"), ("delete", f"agent-schedules/{BIG}/")]:
+        response = getattr(owner, method)(base + path, {}, format="json")
+        assert response.status_code == 404, (method, path, response.status_code)
+    assert owner.get(base + f"reports/?schedule={BIG}").status_code in (200, 400)
+    assert owner.get(base + "reports/?schedule=abc").status_code == 400
+    web, page = web_client(acme, "owner"), f"/orgs/{acme.org.slug}/projects/{acme.project.pk}/agent/"
+    for path in (f"{BIG}/", f"{BIG}/progress.json", f"schedules/{BIG}/"):
+        assert web.get(page + path).status_code == 404, path
+    assert web.post(page + f"{report.pk}/findings/{BIG}/dataset/").status_code == 404
+    assert web.post(page + f"schedules/{BIG}/run/").status_code == 404
+
+
+# Trace text and model output in the pages: stored XSS -----------------------------------------
+
+XSS = '<script>alert("r1")</script><img src=x onerror=alert(1)>'
+JS_LINK = "javascript:alert(1)"
+
+
+def test_trace_text_and_model_output_render_escaped_and_links_are_never_javascript(
+        acme: Tenant, langfuse_standin: Any) -> None:
+    """Everything the model wrote (from trace text) and every trace id it cited shows as text on the report
+    page, the schedule pages and the progress JSON: no markup, no `javascript:` link."""
+    from tests.factories import connect_langfuse
+
+    connect_langfuse(acme, langfuse_standin)
+    schedule = AgentSchedule.objects.create(project=acme.project, route=acme.route, name=f"s {XSS}", focus=XSS)
+    report = make_report(acme, status="succeeded", schedule=schedule, focus=XSS, summary=f"[x]({JS_LINK}) {XSS}",
+                         stop_reason=XSS, error=XSS, dropped=[{"title": XSS, "reason": XSS}], findings_dropped=1)
+    AgentStep.objects.create(report=report, index=1, kind="model", content=f"{XSS} [click]({JS_LINK})",
+                             llm_trace_id=JS_LINK, arguments=[{"id": "c", "name": XSS, "arguments": XSS}])
+    AgentStep.objects.create(report=report, index=2, kind="tool", tool_name=XSS, tool_call_id="c",
+                             arguments={"text": XSS, XSS: 1}, result_digest=XSS, result={"rows": [{"id": XSS}]},
+                             trace_ids=[JS_LINK, XSS], error=XSS)
+    for index in (1, 2):  # two findings: the page draws their chart too
+        AgentFinding.objects.create(report=report, index=index, key=f"k{index}", title=f"</script>{XSS}{index}",
+                                    problem=XSS, count=1, change_kind=XSS[:20], change=f"{XSS} {JS_LINK}",
+                                    trace_ids=[JS_LINK, XSS], steps=[2])
+    question = AgentMessage.objects.create(report=report, role="user", content=XSS, created_by=acme.users["owner"])
+    AgentMessage.objects.create(report=report, role="assistant", content=f"{XSS} <a href='{JS_LINK}'>x</a>",
+                                evidence=[{"trace_id": JS_LINK, "steps": [2]}, {"trace_id": XSS, "steps": [2]}],
+                                error=XSS, stop_reason=XSS)
+    assert question.pk
+    web = web_client(acme, "owner")
+    base = f"/orgs/{acme.org.slug}/projects/{acme.project.pk}/agent/"
+    pages = [base, f"{base}{report.pk}/", f"{base}schedules/", f"{base}schedules/{schedule.pk}/"]
+    for url in pages:
+        response = web.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        assert "<script>alert" not in html and "<img src=x" not in html, url
+        assert 'href="javascript:' not in html.lower() and "href='javascript:" not in html.lower(), url
+        assert "onerror=alert(1)>" not in html, url
+    html = web.get(f"{base}{report.pk}/").content.decode()
+    assert html.count("&lt;script&gt;alert(&quot;r1&quot;)&lt;/script&gt;") >= 8  # shown, as text
+    assert "/traces/javascript%3Aalert%281%29" in html  # a trace link stays under the Langfuse host
+    progress = web.get(f"{base}{report.pk}/progress.json")
+    assert progress["Content-Type"].startswith("application/json")
+    detail = acme.client("viewer").get(acme.url(f"projects/{acme.project.pk}/reports/{report.pk}/")).json()
+    for link in [t["url"] for f in detail["findings"] for t in f["traces"]] + \
+            [e["url"] for m in detail["messages"] for e in m["evidence"]]:
+        assert link.startswith(langfuse_standin.url + "/project/"), link
