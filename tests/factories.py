@@ -115,6 +115,8 @@ class Evals:
     calibration: int
     benchmark: int
     benchmark_run: int
+    agent_report: int = 0  # a finished report of the evaluation agent, with a finding, steps and a question
+    agent_schedule: int = 0
 
 
 def project_url(t: Tenant, path: str = "") -> str:
@@ -175,7 +177,35 @@ def make_evals(t: Tenant, langfuse: Any) -> Evals:
                                      "metrics": [{"type": "exact_match"}]})
     benchmark_run = post(f"benchmarks/{benchmark['id']}/run/", None, 202)
     BenchmarkRun.objects.filter(pk=benchmark_run["id"]).update(status="succeeded", finished_at=timezone.now())
+    agent_schedule = post("agent-schedules/", {"name": f"{slug}-weekly", "route": "chat"})
     t.evals = Evals(evaluator=evaluator["id"], schedule=schedule["id"], run=run["id"], dataset=dataset["id"],
                     item=item["id"], label=label["id"], calibration=calibration["id"], benchmark=benchmark["id"],
-                   benchmark_run=benchmark_run["id"])
+                    benchmark_run=benchmark_run["id"], agent_report=make_agent_report(t),
+                    agent_schedule=agent_schedule["id"])
     return t.evals
+
+
+def make_agent_report(t: Tenant) -> int:
+    """A finished report of the evaluation agent in the tenant's project, as its loop leaves one: a model step,
+    a tool step, a finding citing the tool step's trace, and a question answered (every text names the tenant)."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from evals.agent.models import AgentFinding, AgentMessage, AgentReport, AgentStep
+
+    slug, now = t.org.slug, timezone.now()
+    report = AgentReport.objects.create(project=t.project, route=t.route, status="succeeded", focus=f"{slug} focus",
+                                        window_start=now - dt.timedelta(days=7), window_end=now, finished_at=now,
+                                        summary=f"{slug} summary")
+    AgentStep.objects.create(report=report, index=0, kind="model", content=f"{slug} thinks", tool_call_id="c1")
+    AgentStep.objects.create(report=report, index=1, kind="tool", tool_call_id="c1", tool_name="search_traces",
+                             arguments={}, result_digest=f"{slug} rows", trace_ids=[f"{slug}-trace-1"],
+                             result={"matched": 1, "window_total": 4, "rows": [{"id": f"{slug}-trace-1", "cost": None}]})
+    AgentFinding.objects.create(report=report, index=0, key=f"{slug}-finding", title=f"{slug} finding",
+                                problem=f"{slug} problem", count=1, share=0.25, change_kind="prompt",
+                                change=f"{slug} change", trace_ids=[f"{slug}-trace-1"], steps=[1])
+    AgentMessage.objects.create(report=report, role="user", content=f"{slug} question?")
+    AgentMessage.objects.create(report=report, role="assistant", content=f"{slug} answer",
+                                evidence=[{"trace_id": f"{slug}-trace-1", "steps": [1]}])
+    return report.pk

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.core.handlers.base import BaseHandler
 
+from evals.agent.models import AgentSchedule
 from evals.models import Dataset, DatasetItem, EvalSchedule, HumanLabel
 from gateway.services import credentials, keys, routes
 from portal import services
@@ -54,6 +55,8 @@ def spare_ids(t: Tenant) -> dict[str, int]:
         "orgs_projects_evaluators_labels_destroy": HumanLabel.objects.create(
             project=t.project, evaluator_id=t.evals.evaluator, trace_id="acme-spare", label="1").pk,
         "orgs_projects_benchmarks_destroy": benchmark,
+        "orgs_projects_agent_schedules_destroy": AgentSchedule.objects.create(
+            project=t.project, name="acme-spare", route=t.route).pk,
     }
 
 
@@ -81,7 +84,8 @@ def object_ids(t: Tenant) -> list[tuple[str, int]]:
         (r"orgs_tokens_", ApiToken.objects.filter(user=t.users["owner"], organization=t.org)[0].pk),
         (r"orgs_audit_log_", AuditLogEntry.objects.filter(organization=t.org)[0].pk),
         (r"_evaluators_labels_", e.label), (r"_evaluators_calibrations_", e.calibration),
-        (r"_evaluators_", e.evaluator), (r"_schedules_", e.schedule),
+        (r"_evaluators_", e.evaluator), (r"_agent_schedules_", e.agent_schedule), (r"_reports_", e.agent_report),
+        (r"_schedules_", e.schedule),
         # a benchmark's runs before evaluation runs: `_runs_` matches both
         (r"_benchmarks_runs_", e.benchmark_run), (r"_benchmarks_", e.benchmark), (r"_runs_", e.run),
         (r"_datasets_items_", e.item), (r"_datasets_", e.dataset),
@@ -98,7 +102,8 @@ def config(t: Tenant, schema: dict[str, Any], langfuse: LangfuseStandin) -> str:
     lines = [f'headers = {{ Authorization = "Bearer {t.tokens["owner"]}" }}', "[generation]", "max-examples = 40",
              "[parameters]", f'"path.org_slug" = "{t.org.slug}"', f'"path.team_id" = {t.team.pk}',
              f'"path.project_id" = {t.project.pk}', f'"path.evaluator_id" = {t.evals.evaluator}',
-             f'"path.dataset_id" = {t.evals.dataset}', f'"path.benchmark_id" = {t.evals.benchmark}']
+             f'"path.dataset_id" = {t.evals.dataset}', f'"path.benchmark_id" = {t.evals.benchmark}',
+             '"path.index" = 0']
     spares, ids = spare_ids(t), object_ids(t)
     lines += ["[[operations]]", 'include-operation-id = "orgs_projects_langfuse_destroy"',
               f'parameters = {{ "path.project_id" = {spare_langfuse_project(t, langfuse)} }}']

@@ -17,6 +17,7 @@ import pytest
 from django.db import models, transaction
 from django.test import override_settings
 
+from evals.agent.models import AgentMessage, AgentReport, AgentSchedule, AgentStep
 from evals.models import (
     Benchmark,
     BenchmarkRun,
@@ -149,6 +150,16 @@ def fresh_benchmark(t: Tenant) -> int:
         "metrics": [{"type": "exact_match"}]}, format="json")
     assert response.status_code == 201, response.content
     return int(response.json()["id"])
+
+
+def fresh_agent_report(t: Tenant) -> int:
+    from tests.factories import make_agent_report
+
+    return make_agent_report(t)
+
+
+def fresh_agent_schedule(t: Tenant) -> int:
+    return AgentSchedule.objects.create(project=t.project, name=f"{t.org.slug}-as{n()}", route=t.route).pk
 
 
 def connected(t: Tenant) -> str:
@@ -356,6 +367,32 @@ CASES = [
     Case("orgs_projects_benchmarks_runs_retrieve", "get", in_project("benchmarks/{benchmark}/runs/{benchmark_run}/"), "viewer"),
     Case("orgs_projects_benchmarks_runs_results_csv", "get",
          in_project("benchmarks/{benchmark}/runs/{benchmark_run}/results.csv"), "viewer"),
+    # the evaluation agent: reports, their steps, conversation and findings' datasets; its schedules
+    Case("orgs_projects_reports_list", "get", in_project("reports/"), "viewer", model=AgentReport,
+         org_lookup="project__organization"),
+    Case("orgs_projects_reports_retrieve", "get", in_project("reports/{agent_report}/"), "viewer"),
+    Case("orgs_projects_reports_create", "post", in_project("reports/"), TEAM, 202, lambda t: {"route": "chat"}),
+    Case("orgs_projects_reports_steps_list", "get", in_project("reports/{agent_report}/steps/"), "viewer",
+         model=AgentStep, org_lookup="report__project__organization"),
+    Case("orgs_projects_reports_messages_list", "get", in_project("reports/{agent_report}/messages/"), "viewer",
+         model=AgentMessage, org_lookup="report__project__organization"),
+    Case("orgs_projects_reports_messages_create", "post",
+         lambda t, r: project_url(t, f"reports/{fresh_agent_report(t)}/messages/"), TEAM, 202,
+         lambda t: {"content": "acme: why?"}),
+    Case("orgs_projects_reports_findings_dataset_create", "post",
+         lambda t, r: connected(t) and project_url(t, f"reports/{ev(t).agent_report}/findings/0/dataset/"), TEAM,
+         201, lambda t: {}),
+    Case("orgs_projects_agent_schedules_list", "get", in_project("agent-schedules/"), "viewer", model=AgentSchedule,
+         org_lookup="project__organization"),
+    Case("orgs_projects_agent_schedules_retrieve", "get", in_project("agent-schedules/{agent_schedule}/"), "viewer"),
+    Case("orgs_projects_agent_schedules_create", "post", in_project("agent-schedules/"), TEAM, 201,
+         lambda t: {"name": f"acme-as-{n()}", "route": "chat"}),
+    Case("orgs_projects_agent_schedules_partial_update", "patch", in_project("agent-schedules/{agent_schedule}/"),
+         TEAM, body=lambda t: {"focus": "acme's"}),
+    Case("orgs_projects_agent_schedules_destroy", "delete",
+         lambda t, r: project_url(t, f"agent-schedules/{fresh_agent_schedule(t)}/"), TEAM, 204),
+    Case("orgs_projects_agent_schedules_run_create", "post",
+         lambda t, r: project_url(t, f"agent-schedules/{fresh_agent_schedule(t)}/run/"), TEAM, 202),
 ]
 
 # Members may write their own keys in their teams, but not block or unblock them.
