@@ -353,3 +353,92 @@ def test_the_service_key_and_the_langfuse_secret_reach_no_step_page_answer_or_lo
             assert secret not in text
     assert "boom with" in caplog.text  # the failure is logged for the operator, not shown
     assert "boom with" not in "".join(shown[:-1])
+
+
+# Control tools out of place -----------------------------------------------------------------------
+
+def test_control_tools_out_of_place_change_nothing(acme: Tenant, model: Any) -> None:
+    """An investigation cannot `answer`; after finish_report nothing more is recorded; a follow-up answer
+    cannot record findings or rewrite the report's summary."""
+    usage(acme, "acme-t0", status="error")
+    by_error = ("portal_usage", {"group_by": "error_class"})
+    kept = finding(3, ["acme-t0"], 1, title="After the end")
+    model(("", [("answer", {"text": "hijack", "evidence": []}), by_error]),
+          ("", [("finish_report", {"summary": "first"}), ("finish_report", {"summary": "second"}),
+                ("record_finding", kept)]))
+    r = make_report(acme)
+    done = loop.investigate(r.pk)
+    assert done is not None and (done.status, done.summary) == ("succeeded", "first")
+    errors = [s.error for s in tool_steps(r)]
+    assert "unknown tool 'answer'" in errors[0] and errors[1] == "" and errors[2] == ""
+    assert errors[3] == errors[4] == "already finished"
+    assert not AgentFinding.objects.filter(report=r).exists() and done.findings_dropped == 0
+
+    AgentMessage.objects.create(report=r, role="user", content="what now?")
+    reply = AgentMessage.objects.create(report=r, role="assistant", status="queued")
+    model(("", [("record_finding", finding(3, ["acme-t0"], 1, title="Via an answer")),
+                ("finish_report", {"summary": "hijacked"}), by_error]),
+          ("", [("answer", {"text": "It is the rate limit.", "evidence": [{"trace_id": "acme-t0", "steps": [3]}]})]))
+    answered = loop.answer(reply.pk)
+    assert answered is not None and answered.status == "succeeded" and answered.content == "It is the rate limit."
+    r.refresh_from_db()
+    assert r.summary == "first" and not AgentFinding.objects.filter(report=r).exists()
+    answer_steps = list(AgentStep.objects.filter(report=r, message=reply, kind="tool").order_by("index"))
+    assert [s.error.split(";")[0] for s in answer_steps[:2]] == ["unknown tool 'record_finding'",
+                                                                  "unknown tool 'finish_report'"]
+    assert answered.evidence == [{"trace_id": "acme-t0", "steps": [3]}] and answered.evidence_dropped == 0
+
+
+# Who may spend the project's money ----------------------------------------------------------------
+
+def test_tokens_of_a_lower_role_and_team_members_cannot_spend_ask_or_schedule(acme: Tenant) -> None:
+    """An org admin's viewer-level token, and the project team's plain member, are refused (403) every
+    write that would start model calls on the project's service key, through the API and the pages."""
+    from portal.access import actor_for_user
+    from portal.services import api_token_create
+
+    report = make_report(acme, status="succeeded")
+    AgentFinding.objects.create(report=report, index=1, key="k", title="t", problem="p", count=1,
+                                change_kind="prompt", change="c", trace_ids=["t1"], steps=[1])
+    schedule = AgentSchedule.objects.create(project=acme.project, route=acme.route, name="weekly")
+    _, weak = api_token_create(actor=actor_for_user(acme.org, acme.users["admin"]), name="read only", role="viewer")
+    base = acme.url(f"projects/{acme.project.pk}/")
+    writes = [("post", "reports/", {"route": "chat"}), ("post", f"reports/{report.pk}/messages/", {"content": "q"}),
+              ("post", f"reports/{report.pk}/findings/1/dataset/", {}),
+              ("post", "agent-schedules/", {"name": "x", "route": "chat"}),
+              ("patch", f"agent-schedules/{schedule.pk}/", {"max_spend": "100", "cron": "* * * * *"}),
+              ("post", f"agent-schedules/{schedule.pk}/run/", {}), ("delete", f"agent-schedules/{schedule.pk}/", {})]
+    from tests.factories import api
+    for who, client in (("viewer-level token of an admin", api(weak)), ("team member", acme.client("member"))):
+        for method, path, body in writes:
+            response = getattr(client, method)(base + path, body, format="json")
+            assert response.status_code == 403, (who, method, path, response.status_code)
+    web, page = web_client(acme, "member"), f"/orgs/{acme.org.slug}/projects/{acme.project.pk}/agent/"
+    for path, body in ((page, {"route": "chat"}), (f"{page}{report.pk}/questions/", {"content": "q"}),
+                       (f"{page}{report.pk}/findings/1/dataset/", {}), (f"{page}schedules/", {"name": "x"}),
+                       (f"{page}schedules/{schedule.pk}/", {"name": "y", "route": "chat", "cron": "* * * * *"}),
+                       (f"{page}schedules/{schedule.pk}/run/", {}), (f"{page}schedules/{schedule.pk}/delete/", {})):
+        assert web.post(path, body).status_code == 403, path
+    assert AgentReport.objects.count() == 1 and report.messages.count() == 0
+    schedule.refresh_from_db()
+    assert (schedule.name, schedule.cron, schedule.max_spend) == ("weekly", "0 6 * * 1", Decimal("1.00"))
+    assert AgentSchedule.objects.count() == 1
+
+
+def test_questions_cannot_be_queued_while_one_is_answered_nor_while_the_report_works(acme: Tenant) -> None:
+    """Many follow-ups at once make one answer: the next is refused (400) until it is done."""
+    report = make_report(acme, status="succeeded")
+    url = acme.url(f"projects/{acme.project.pk}/reports/{report.pk}/messages/")
+    owner = acme.client("owner")
+    first = owner.post(url, {"content": "one"}, format="json")
+    assert first.status_code == 202, first.content
+    for n in range(5):
+        again = owner.post(url, {"content": f"again {n}"}, format="json")
+        assert again.status_code == 400 and "content" in again.json(), again.content
+    assert report.messages.filter(role="assistant", status="queued").count() == 1
+    AgentMessage.objects.filter(report=report, role="assistant").update(status="running")
+    assert owner.post(url, {"content": "now?"}, format="json").status_code == 400
+    AgentMessage.objects.filter(report=report, role="assistant").update(status="succeeded")
+    AgentReport.objects.filter(pk=report.pk).update(status="running")
+    assert owner.post(url, {"content": "and now?"}, format="json").status_code == 400
+    assert report.messages.count() == 2
