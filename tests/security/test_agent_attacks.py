@@ -220,6 +220,8 @@ def test_bad_input_to_the_agent_endpoints_is_a_400_with_the_field(acme: Tenant) 
         ("agent-schedules/", {"name": "a", "route": "chat", "cron": "99 99 * * *"}, "cron"),
         ("agent-schedules/", {"name": "a", "route": "chat", "cron": "x" * 10_000}, "cron"),
         ("agent-schedules/", {"name": "a", "route": "chat", "alert_growth": "NaN"}, "alert_growth"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "alert_growth": "Infinity"}, "alert_growth"),
+        ("agent-schedules/", {"name": "a", "route": "chat", "alert_growth": "1e309"}, "alert_growth"),
         ("agent-schedules/", {"name": "a", "route": "chat", "alert_growth": -1}, "alert_growth"),
         ("agent-schedules/", {"name": "a", "route": "chat", "lookback_hours": 10**12}, "lookback_hours"),
         ("agent-schedules/", {"name": "a\x00", "route": "chat"}, "name"),
