@@ -5,9 +5,12 @@ A finding is kept only if every step it cites is a data tool step of this
 report that did not fail, every trace id it cites is among the traces those
 steps' results hold (the tools are scoped to the project by the portal, so a
 trace of another project, or one that does not exist, is never there), and
-its count is no more than those results show: a search's `matched`, a row's
-`traces`, or the cited traces themselves. Its share is count / the window's
-traces (`window_total`), its cost estimated from the cited traces' costs.
+its count is no more than one cited step's data show for the cited traces:
+a search's `matched` when the cited traces are among its rows, else the
+`traces` of the rows that hold the cited traces (for scores, the failing
+ones), or the cited traces themselves; never a number of rows or steps the
+cited traces are not in. Its share is count / that same step's window total
+(`window_total`), its cost estimated from the cited traces' costs.
 The model's word is never the evidence: a check that fails says why, and the
 finding is dropped and counted."""
 
@@ -110,22 +113,68 @@ def number(value: Any) -> float | None:
     return float(value)
 
 
-def supported_count(steps: Iterable[StepView]) -> int:
-    """The most traces these results show: a search's `matched`, a row's `traces`, or the traces they hold."""
-    best = 0.0
+def holds(row: Mapping[str, Any], trace_id: str) -> bool:
+    """Whether a row holds this trace: it is the trace (`id`) or one of the row's examples."""
+    examples = row.get("example_trace_ids")
+    return row.get("id") == trace_id or (isinstance(examples, list) and trace_id in examples)
+
+
+def row_count(row: Mapping[str, Any]) -> int:
+    """How many traces a grouped row says show what its traces show. A row of scores (it has a
+    `pass_rate`) says how many fail, not how many were scored: its `failing`, else its scores times
+    the failing rate (at most its traces), else (the evaluator defines no passing) nothing."""
+    traces = number(row.get("traces"))
+    if "pass_rate" in row or "failing" in row:
+        failing = number(row.get("failing"))
+        if failing is None:
+            rate, scores = number(row.get("pass_rate")), number(row.get("scores")) or traces
+            failing = round(scores * (1 - rate)) if rate is not None and scores is not None else 0
+        return int(min(failing, traces) if traces is not None else failing)
+    return int(traces or 0)
+
+
+def step_support(step: StepView, trace_ids: list[str]) -> int:
+    """How many traces this step's own data show for the cited traces it holds: a search's `matched`
+    when every one of them is among its rows; else the rows that hold them (summed where the rows
+    are disjoint groups, the portal's usage; the largest one otherwise). A step that holds none of
+    the cited traces supports nothing."""
+    mine = [t for t in trace_ids if t in step.trace_ids]
+    data = step.data if isinstance(step.data, dict) else {}
+    if not mine:
+        return 0
+    table = list(rows(data))
+    matched = number(data.get("matched"))
+    if matched is not None and all(any(r.get("id") == t for r in table) for t in mine):
+        return int(matched)
+    holding = [row_count(r) for r in table if "traces" in r and any(holds(r, t) for t in mine)]
+    if not holding:
+        return 0
+    return sum(holding) if step.tool_name == "portal_usage" else max(holding)
+
+
+def supported_count(steps: Iterable[StepView], trace_ids: list[str]) -> tuple[int, StepView | None]:
+    """The most traces one cited step shows for the cited traces (at least the cited traces
+    themselves), and that step (None when only the cited traces support the count)."""
+    best, best_step = len(set(trace_ids)), None
     for step in steps:
-        best = max(best, len(step.trace_ids))
-        data = step.data if isinstance(step.data, dict) else {}
-        best = max(best, number(data.get("matched")) or 0)
-        for row in rows(data):
-            best = max(best, number(row.get("traces")) or 0)
-    return int(best)
+        support = step_support(step, trace_ids)
+        if support > best:
+            best, best_step = support, step
+    return best, best_step
 
 
-def window_total(steps: Iterable[StepView]) -> int | None:
-    totals = [number(s.data.get("window_total")) for s in steps if isinstance(s.data, dict)]
-    known = [int(t) for t in totals if t]
-    return max(known) if known else None
+def window_total(steps: Iterable[StepView], trace_ids: list[str], count: int,
+                 supporting: StepView | None) -> int | None:
+    """The window's traces by the step that supports the count (so count and total are of one
+    tool's units); when the cited traces alone support it, the first cited step that holds them
+    and says its window's total."""
+    candidates = [supporting] if supporting is not None else \
+        [s for s in steps if any(t in s.trace_ids for t in trace_ids)]
+    for step in candidates:
+        total = number(step.data.get("window_total")) if isinstance(step.data, dict) else None
+        if total:
+            return int(total)
+    return None
 
 
 def estimated_cost(steps: Iterable[StepView], trace_ids: list[str], count: int) -> Decimal | None:
@@ -179,11 +228,11 @@ def check_finding(arguments: Mapping[str, Any], by_index: Mapping[int, StepView]
     cited = id_list(arguments.get("steps"), "steps", MAX_STEPS, int)
     steps = cited_steps(cited, by_index)
     held_traces(trace_ids, steps)
-    supported = supported_count(steps)
+    supported, supporting = supported_count(steps, trace_ids)
     if count > supported:
         raise Refused(f"count {count} is more than the cited steps show ({supported})",
                       {"count": count, "supported": supported})
-    total = window_total(steps)
+    total = window_total(steps, trace_ids, count, supporting)
     return Checked(title=title, key=slugify(title)[:120] or "finding", problem=problem, count=count,
                    change_kind=str(kind), change=change, trace_ids=trace_ids, steps=cited,
                    share=min(1.0, count / total) if total else None,

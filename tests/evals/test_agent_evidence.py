@@ -12,8 +12,10 @@ from evals.agent.evidence import Invalid, Refused, StepView, check_citations, ch
 SEARCH = StepView(index=3, kind="tool", tool_name="search_traces", trace_ids=("t1", "t2", "t3"),
                   data={"matched": 40, "window_total": 200, "rows": [
                       {"id": "t1", "cost": 0.002}, {"id": "t2", "cost": 0.004}, {"id": "t3", "cost": None}]})
+# score_stats by route: 16 traces of route chat scored, a quarter passed, so 12 fail.
 STATS = StepView(index=5, kind="tool", tool_name="score_stats", trace_ids=("t9",),
-                 data={"rows": [{"route": "chat", "traces": 12, "example_trace_ids": ["t9"]}]})
+                 data={"rows": [{"evaluator": "language", "route": "chat", "traces": 16, "scores": 16,
+                                 "pass_rate": 0.25, "example_trace_ids": ["t9"]}]})
 FAILED = StepView(index=7, kind="tool", tool_name="read_trace", error="trace not found", trace_ids=())
 CONTROL = StepView(index=8, kind="tool", tool_name="record_finding", data={"kept": True, "matched": 999})
 MODEL = StepView(index=2, kind="model")
@@ -33,9 +35,52 @@ def test_a_finding_whose_evidence_holds_is_kept_with_share_and_cost() -> None:
     assert checked.trace_ids == ["t1", "t2"] and checked.steps == [3]
 
 
-def test_a_rows_traces_count_supports_a_finding() -> None:
+def test_a_score_rows_failing_traces_support_a_finding_not_its_scored_traces() -> None:
     checked = check_finding(finding(count=12, trace_ids=["t9"], steps=[5]), STEPS)
     assert checked.count == 12 and checked.share is None and checked.cost is None
+    with pytest.raises(Refused, match=r"\(12\)"):  # 16 were scored, but only 12 fail
+        check_finding(finding(count=16, trace_ids=["t9"], steps=[5]), STEPS)
+    exact = StepView(index=5, kind="tool", tool_name="score_stats", trace_ids=("t9",), data={"rows": [
+        STATS.data["rows"][0] | {"failing": 11}]})
+    with pytest.raises(Refused, match=r"\(11\)"):  # the tool's own failing count, when it gives one
+        check_finding(finding(count=12, trace_ids=["t9"], steps=[5]), {5: exact})
+    unjudged = StepView(index=5, kind="tool", tool_name="score_stats", trace_ids=("t9",), data={"rows": [
+        STATS.data["rows"][0] | {"pass_rate": None}]})
+    with pytest.raises(Refused, match=r"\(1\)"):  # no passing defined: only the cited trace itself
+        check_finding(finding(count=2, trace_ids=["t9"], steps=[5]), {5: unjudged})
+
+
+# portal_usage by route: route chat 300 requests, chat-fr 4, chat-de 3 (disjoint groups).
+USAGE = StepView(index=9, kind="tool", tool_name="portal_usage", trace_ids=("a1", "f1", "d1"), data={
+    "group_by": "route", "window_total": 307, "rows": [
+        {"route": "chat", "traces": 300, "cost": 1.0, "example_trace_ids": ["a1"]},
+        {"route": "chat-fr", "traces": 4, "cost": 0.1, "example_trace_ids": ["f1"]},
+        {"route": "chat-de", "traces": 3, "cost": 0.1, "example_trace_ids": ["d1"]}]})
+
+
+def test_a_usage_count_is_the_rows_that_hold_the_cited_traces() -> None:
+    steps = {9: USAGE, 3: SEARCH}
+    assert check_finding(finding(count=4, trace_ids=["f1"], steps=[9]), steps).share == pytest.approx(4 / 307)
+    assert check_finding(finding(count=7, trace_ids=["f1", "d1"], steps=[9]), steps).count == 7  # two routes
+    for count, cited, at in ((5, ["f1"], [9]), (8, ["f1", "d1"], [9]), (41, ["f1", "t1"], [9, 3])):
+        with pytest.raises(Refused):  # the busy route's 300 (or the search's 40) are not these traces' rows
+            check_finding(finding(count=count, trace_ids=cited, steps=at), steps)
+
+
+def test_the_share_is_taken_from_the_step_that_supports_the_count() -> None:
+    # The search (window_total 200 traces) supports 40; the usage table (307 requests) only f1's 4.
+    checked = check_finding(finding(count=40, trace_ids=["t1", "f1"], steps=[9, 3]), {9: USAGE, 3: SEARCH})
+    assert checked.share == pytest.approx(40 / 200)
+    checked = check_finding(finding(count=4, trace_ids=["f1"], steps=[3, 9]), {9: USAGE, 3: SEARCH})
+    assert checked.share == pytest.approx(4 / 307)
+
+
+def test_a_search_supports_its_matched_count_only_for_its_own_rows() -> None:
+    # t3 is among the rows, so matched (40) stands; a trace that is only another step's does not lift it.
+    assert check_finding(finding(count=40, trace_ids=["t3"]), STEPS).count == 40
+    lone = StepView(index=6, kind="tool", tool_name="read_trace", trace_ids=("t1",), data={"trace": {"id": "t1"}})
+    with pytest.raises(Refused, match=r"\(1\)"):
+        check_finding(finding(count=2, trace_ids=["t1"], steps=[6]), {6: lone})
 
 
 @pytest.mark.parametrize("overrides,reason", [

@@ -33,15 +33,12 @@ def test_a_findings_count_within_the_row_of_its_traces_is_kept() -> None:
     assert (checked.count, checked.share) == (4, pytest.approx(4 / 304))
 
 
-@pytest.mark.xfail(strict=True, reason="R2-1: the count is checked against the largest number anywhere in the "
-                                       "cited steps, not against the rows that hold the cited traces")
 def test_a_count_borrowed_from_another_routes_row_is_refused() -> None:
     # The French route's finding claims the busy route's 300 requests: 'by the tool's own data' it is 4.
     with pytest.raises(Refused):
         check_finding(french(count=300), {4: USAGE_BY_ROUTE})
 
 
-@pytest.mark.xfail(strict=True, reason="R2-1: citing a second, unrelated step lifts the count to that step's total")
 def test_a_count_borrowed_from_a_second_cited_step_is_refused() -> None:
     # The search says 4 traces show it; citing the usage table as well must not make it 300.
     with pytest.raises(Refused):
