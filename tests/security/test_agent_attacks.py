@@ -444,3 +444,52 @@ def test_questions_cannot_be_queued_while_one_is_answered_nor_while_the_report_w
     AgentReport.objects.filter(pk=report.pk).update(status="running")
     assert owner.post(url, {"content": "and now?"}, format="json").status_code == 400
     assert report.messages.count() == 2
+
+
+def test_langfuse_metrics_queries_stay_in_the_window_and_the_views_whatever_the_model_asks(acme: Tenant) -> None:
+    """The metrics tool builds the query itself: a wider range is clipped to the report's window, a column,
+    view or operator outside the enumerated lists (projectId, a raw query, SQL in a field name) is refused before
+    Langfuse is asked, and oversized lists or limits are argument errors."""
+    from evals.agent import tools
+
+    class Langfuse:
+        def __init__(self) -> None:
+            self.queries: list[dict[str, Any]] = []
+
+        def metrics(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+            self.queries.append(copy.deepcopy(query))
+            return [{"count_count": 1}]
+
+    start, end = NOW - dt.timedelta(days=1), NOW
+    client = Langfuse()
+    ctx = tools.ToolContext(project=acme.project, window_start=start, window_end=end, langfuse=client)  # type: ignore[arg-type]
+    count = [{"measure": "count", "aggregation": "count"}]
+    wide = tools.call(ctx, "langfuse_metrics", {"view": "observations", "metrics": count,
+                                                "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})
+    assert not wide.error and wide.data["range"]["clipped_to_window"] is True
+    refused = [
+        {"view": "traces", "metrics": count}, {"view": "observations", "metrics": count, "query": "SELECT 1"},
+        {"view": "observations", "metrics": count, "projectId": "other"},
+        {"view": "observations", "metrics": count, "filters": [{"column": "projectId", "operator": "=", "value": "x"}]},
+        {"view": "observations", "metrics": count, "filters": [{"column": "traceId", "operator": "OR 1=1",
+                                                                   "value": "x"}]},
+        {"view": "observations", "metrics": count, "dimensions": ["name; DROP TABLE traces"]},
+        {"view": "observations", "metrics": count, "dimensions": ["userId"]},
+        {"view": "observations", "metrics": [{"measure": "count", "aggregation": "count"}] * 6},
+        {"view": "observations", "metrics": count, "filters": [{"column": "traceId", "operator": "any of",
+                                                                   "value": ["t"] * 21}]},
+        {"view": "observations", "metrics": count, "filters": [{"column": "name", "operator": "=", "value": "x"}] * 11},
+        {"view": "observations", "metrics": count, "limit": 10_000},
+        {"view": "observations", "metrics": count, "bins": 10_000},
+        {"view": "observations", "metrics": count, "order_by": {"field": "1; DROP", "direction": "desc"}},
+        {"view": "observations", "metrics": count, "from": "2000-01-01T00:00:00Z", "to": "2000-02-01T00:00:00Z"},
+    ]
+    for args in refused:
+        out = tools.call(ctx, "langfuse_metrics", args)
+        assert out.error and out.error != "the tool failed", (args, out.error)
+    assert len(client.queries) == 1  # only the clipped query reached Langfuse
+    query = client.queries[0]
+    assert (query["fromTimestamp"], query["toTimestamp"]) == (tools.base.iso(start), tools.base.iso(end))
+    assert set(query) <= {"view", "metrics", "dimensions", "filters", "fromTimestamp", "toTimestamp", "config",
+                          "timeDimension", "orderBy"}
+    assert query["config"]["row_limit"] <= tools.MAX_ROWS + 1
