@@ -46,8 +46,6 @@ def test_a_count_borrowed_from_a_second_cited_step_is_refused() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="R2-2: search_traces reads a bounded scan of the window's oldest traces and "
-                                       "filters by name/tags/user after it, instead of asking Langfuse to filter")
 def test_a_search_by_tag_finds_the_tagged_traces_beyond_the_scan(world: World,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # A week of a busy project holds more than MAX_SCAN traces; here the bound is 8 and the 4 French traces
