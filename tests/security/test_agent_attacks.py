@@ -121,7 +121,8 @@ def test_arguments_that_reach_for_another_project_or_past_the_bounds_are_tool_er
     model(("", attempts), ("", [("portal_usage", {"group_by": "route"})]), FINISH)
     r = make_report(acme)
     done = loop.investigate(r.pk)
-    assert done is not None and done.status == "succeeded", (done.status, done.error)
+    assert done is not None
+    assert done.status == "succeeded", (done.status, done.error)
     steps = tool_steps(r)
     assert len(steps) == len(attempts) + 2
     for step, (name, _) in zip(steps, attempts, strict=False):
@@ -174,7 +175,8 @@ def test_evidence_from_another_report_a_failed_call_a_control_step_or_an_inflate
     r = make_report(acme)
     model(("", [by_error, ("portal_usage", {"limit": 0})]), findings, FINISH)
     done = loop.investigate(r.pk)
-    assert done is not None and done.status == "succeeded", done.error
+    assert done is not None
+    assert done.status == "succeeded", done.error
     kept = list(AgentFinding.objects.filter(report=r))
     assert [(f.title, f.count, f.steps) for f in kept] == [("Holds", 3, [2])]
     assert set(kept[0].trace_ids) <= {"acme-t0", "acme-t1", "acme-t2"}
@@ -334,7 +336,8 @@ def test_the_service_key_and_the_langfuse_secret_reach_no_step_page_answer_or_lo
                        ("score_stats", {})]), FINISH)
     r = make_report(acme)
     done = loop.investigate(r.pk)
-    assert done is not None and done.status == "succeeded", done.error
+    assert done is not None
+    assert done.status == "succeeded", done.error
     assert real_scores is not crash
     key = used.api_keys[0]
     assert key.startswith("sk-") and len(key) > 20
@@ -467,7 +470,7 @@ def test_langfuse_metrics_queries_stay_in_the_window_and_the_views_whatever_the_
     wide = tools.call(ctx, "langfuse_metrics", {"view": "observations", "metrics": count,
                                                 "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})
     assert not wide.error and wide.data["range"]["clipped_to_window"] is True
-    refused = [
+    refused: list[dict[str, Any]] = [
         {"view": "traces", "metrics": count}, {"view": "observations", "metrics": count, "query": "SELECT 1"},
         {"view": "observations", "metrics": count, "projectId": "other"},
         {"view": "observations", "metrics": count, "filters": [{"column": "projectId", "operator": "=", "value": "x"}]},
