@@ -4,21 +4,45 @@ conversation of follow-up questions, and schedules."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from gateway.models import ModelRoute
 from portal.models import Project
 from portal.scoping import TenantManager
 
+if TYPE_CHECKING:
+    from portal.access import Actor
+
 #: The bounds of one investigation (or one follow-up answer), and their limits.
 DEFAULT_MAX_STEPS, MAX_STEPS = 20, 100
-DEFAULT_MAX_TOKENS, MAX_TOKENS = 200_000, 5_000_000
+DEFAULT_MAX_TOKENS, MAX_TOKENS = 1_000_000, 5_000_000
 DEFAULT_MAX_SECONDS, MAX_SECONDS = 600, 3000
 DEFAULT_MAX_SPEND = Decimal("1.00")
+
+
+@dataclass(frozen=True)
+class ProjectTeamRows:
+    """Who reads the agent's records of a project: those who read its team's usage. An investigation
+    holds the project's usage by key and route (names, prefixes, spend), its traces and scores, which
+    the portal shows a member only for their own teams (TeamOrOwn, TeamRows): so org viewers and up
+    (`Actor.sees_every_team`) see every report, step, message, finding and schedule, a member only
+    those of their teams' projects; anyone else gets 404 and empty lists."""
+
+    team: str  # the lookup to the project's team
+
+    def q(self, actor: Actor) -> Q | None:
+        return None if actor.sees_every_team() else Q(**{f"{self.team}__in": list(actor.team_roles())})
+
+
+REPORT_ROWS = ProjectTeamRows(team="project__team")
+REPORT_PART_ROWS = ProjectTeamRows(team="report__project__team")
 
 
 def spend_field() -> models.DecimalField[Decimal, Decimal]:
@@ -62,7 +86,7 @@ class AgentSchedule(Bounds):
                                                "(0.5 = by half) against the last report of this schedule.")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = TenantManager("project__organization")
+    objects = TenantManager("project__organization", rows=REPORT_ROWS)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "name"], name="uniq_agent_schedule_name")]
@@ -100,7 +124,7 @@ class AgentReport(Bounds):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = TenantManager("project__organization")
+    objects = TenantManager("project__organization", rows=REPORT_ROWS)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -130,7 +154,7 @@ class AgentMessage(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = TenantManager("report__project__organization")
+    objects = TenantManager("report__project__organization", rows=REPORT_PART_ROWS)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -162,7 +186,7 @@ class AgentStep(models.Model):
     llm_trace_id = models.CharField(max_length=64, blank=True, help_text="The model call's own trace (Langfuse).")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = TenantManager("report__project__organization")
+    objects = TenantManager("report__project__organization", rows=REPORT_PART_ROWS)
 
     class Meta:
         ordering = ["index"]
@@ -190,7 +214,7 @@ class AgentFinding(models.Model):
     status = models.CharField(max_length=10, default="new", help_text="new, known or grown (schedules).")
     dataset = models.ForeignKey("evals.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
-    objects = TenantManager("report__project__organization")
+    objects = TenantManager("report__project__organization", rows=REPORT_PART_ROWS)
 
     class Meta:
         ordering = ["index"]

@@ -130,6 +130,45 @@ def test_trace_links_are_null_without_langfuse_and_escape_the_trace_id(acme: Ten
     assert url.endswith("/traces/a%2F..%2Fb%3Fx")
 
 
+def test_steps_link_their_traces_and_a_message_lists_its_steps(acme: Tenant, langfuse_standin: LangfuseStandin,
+                                                                django_assert_max_num_queries: Any) -> None:
+    """R2-8: a step's traces and its model call's trace carry their Langfuse pages (as findings' do); an
+    answer names its steps, and steps/?message= lists them; the report's filters are no parameters of steps/
+    or messages/ (they would be ignored)."""
+    connect_langfuse(acme, langfuse_standin)
+    conn = LangfuseConnection.objects.get(project=acme.project)
+    page = f"{conn.host}/project/{conn.langfuse_project_id}/traces"
+    report = make_report(acme)
+    AgentStep.objects.filter(report=report, index=0).update(llm_trace_id="llm-1")
+    answer = AgentMessage.objects.get(report=report, role="assistant")
+    for i in (2, 3):
+        AgentStep.objects.create(report=report, message=answer, index=i, kind="tool", tool_name="read_trace",
+                                 trace_ids=["tr-1"], result={"id": "tr-1"})
+    viewer = acme.client("viewer")
+    steps = viewer.get(reports_url(acme, f"{report.pk}/steps/")).json()["results"]
+    assert steps[1]["traces"] == [{"id": t, "url": f"{page}/{t}"} for t in ("tr-1", "tr-2")]
+    assert (steps[0]["llm_trace_url"], steps[1]["llm_trace_url"]) == (f"{page}/llm-1", None)
+    detail = viewer.get(reports_url(acme, f"{report.pk}/")).json()
+    assert detail["steps"][1]["traces"][0]["url"] == f"{page}/tr-1" and detail["steps"][0]["llm_trace_url"]
+    assert [m["steps"] for m in detail["messages"]] == [[], [2, 3]]
+    with django_assert_max_num_queries(12):  # the messages' steps in one query, not one per message
+        listed = viewer.get(reports_url(acme, f"{report.pk}/messages/")).json()["results"]
+    assert [m["steps"] for m in listed] == [[], [2, 3]]
+    only = viewer.get(reports_url(acme, f"{report.pk}/steps/"), {"message": answer.pk}).json()
+    assert [s["index"] for s in only["results"]] == [2, 3]
+    own = viewer.get(reports_url(acme, f"{report.pk}/steps/"), {"message": 0}).json()
+    assert [s["index"] for s in own["results"]] == [0, 1]
+    bad = viewer.get(reports_url(acme, f"{report.pk}/steps/"), {"message": "x"})
+    assert bad.status_code == 400 and list(bad.json()) == ["message"]
+
+    schema = viewer.get("/api/v1/schema/", {"format": "json"}).json()
+    base = "/api/v1/orgs/{org_slug}/projects/{project_id}/reports/{id}/"
+    params = {p["name"] for p in schema["paths"][base + "steps/"]["get"].get("parameters", [])}
+    assert "message" in params and not params & {"status", "schedule", "ordering"}, params
+    params = {p["name"] for p in schema["paths"][base + "messages/"]["get"].get("parameters", [])}
+    assert not params & {"status", "schedule", "ordering"}, params
+
+
 # starting a report ----------------------------------------------------------
 
 def test_only_the_teams_admins_start_a_report_and_it_is_queued(acme: Tenant,
@@ -267,17 +306,48 @@ def test_another_projects_report_is_404_under_this_project_and_its_team_decides_
             url = reports_url(acme, path)
             response = getattr(acme.client(role), method)(url, body, format="json")
             assert response.status_code == refused(role, method, url, acme), (role, path, response.status_code)
-    # the lab's own URL: readable in the organization; acme's team admin does not manage the lab's team
-    assert acme.client("team_admin").get(reports_url(acme, f"{labs.pk}/", lab)).status_code == 200
+    # the lab's own URL: acme's team admin is a member of the organization outside the lab's team, so it
+    # does not see the lab's reports (they hold the team's usage), nor manages its team; an org viewer reads
+    # them (viewers see every team) and may not write
+    assert acme.client("team_admin").get(reports_url(acme, f"{labs.pk}/", lab)).status_code == 404
+    assert acme.client("viewer").get(reports_url(acme, f"{labs.pk}/", lab)).status_code == 200
     ask = acme.client("team_admin").post(reports_url(acme, f"{labs.pk}/messages/", lab), {"content": "x"},
                                          format="json")
-    assert ask.status_code == 403, ask.content
+    assert ask.status_code == 404, ask.content
     start = acme.client("team_admin").post(reports_url(acme, project=lab), {"route": "chat"}, format="json")
     assert start.status_code == 403, start.content
     dataset = acme.client("team_admin").post(reports_url(acme, f"{labs.pk}/findings/0/dataset/", lab), {},
                                              format="json")
-    assert dataset.status_code == 403, dataset.content
+    assert dataset.status_code == 404, dataset.content
     assert AgentMessage.objects.filter(report=labs).count() == 2 and AgentReport.objects.count() == 2
+
+
+def test_a_member_outside_the_projects_team_reads_none_of_its_reports_or_schedules(acme: Tenant) -> None:
+    """R2-11 / R1-5: a report holds the project's usage by key, traces and scores, which the portal shows a
+    member of the organization only for their own teams: so its reports, steps, messages, findings and
+    schedules are 404 and never listed for a member outside the project's team, as its usage is."""
+    from evals.agent.models import AgentSchedule
+
+    lab = other_team_project(acme)
+    labs = make_report(acme, lab)
+    schedule = AgentSchedule.objects.create(project=lab, name="lab-weekly", route=acme.route)
+    member, team_admin, viewer = (acme.client(r) for r in ("member", "team_admin", "viewer"))
+    for client in (member, team_admin):  # both are org members of acme's platform team only
+        assert client.get(reports_url(acme, project=lab)).json()["results"] == []
+        assert client.get(acme.url(f"projects/{lab.pk}/agent-schedules/")).json()["results"] == []
+        assert client.get(acme.url(f"projects/{lab.pk}/agent-schedules/{schedule.pk}/")).status_code == 404
+        for method, path, body in report_paths(labs):
+            response = getattr(client, method)(reports_url(acme, path, lab), body, format="json")
+            assert response.status_code == 404, (path, response.status_code)
+            assert "acme: 2 of 10" not in response.content.decode()
+    # org viewers and up see every team's; the project's own team members see theirs
+    assert [r["id"] for r in viewer.get(reports_url(acme, project=lab)).json()["results"]] == [labs.pk]
+    assert viewer.get(reports_url(acme, f"{labs.pk}/steps/", lab)).json()["results"][1]["result"]["matched"] == 2
+    assert acme.client("owner").get(acme.url(f"projects/{lab.pk}/agent-schedules/{schedule.pk}/")).status_code == 200
+    mine = make_report(acme)
+    assert [r["id"] for r in member.get(reports_url(acme)).json()["results"]] == [mine.pk]
+    assert member.get(reports_url(acme, f"{mine.pk}/steps/")).status_code == 200
+    assert AgentMessage.objects.filter(report=labs).count() == 2  # nothing asked
 
 
 def test_a_finding_index_that_does_not_exist_is_404(acme: Tenant) -> None:

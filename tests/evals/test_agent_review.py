@@ -56,8 +56,6 @@ def test_a_search_by_tag_finds_the_tagged_traces_beyond_the_scan(world: World,
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="R2-11: a report's steps show the project's usage by key to every member of "
-                                       "the organization, though usage by key is the key's team's to see")
 def test_a_member_of_another_team_reads_no_more_usage_through_a_report_than_through_usage(acme: Tenant) -> None:
     import datetime as dt
 

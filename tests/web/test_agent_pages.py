@@ -200,6 +200,36 @@ def test_another_organizations_and_another_projects_reports_answer_404(acme: Ten
                                                     ).content.decode()
 
 
+def test_a_member_of_another_team_gets_404_on_the_report_and_sees_none_in_the_lists(acme: Tenant) -> None:
+    """A report holds the project's usage by key, traces and scores: a member of the organization outside
+    the project's team (who does not see that team's usage) does not see the project's reports either."""
+    from django.test import Client
+
+    from portal.models import OrgRole, TeamRole
+
+    agent = make_agent(acme)
+    system = system_actor(acme.org, "tests")
+    outsider = services.member_add(actor=system, email="outsider@acme.test", role=OrgRole.MEMBER).user
+    services.team_member_add(actor=system, team=services.team_create(actor=system, data={"name": "acme-other"}),
+                             email="outsider@acme.test", role=TeamRole.ADMIN)
+    client = Client()
+    client.force_login(outsider)
+    r, s = agent.report.pk, agent.schedule.pk
+    for url in (f"agent/{r}/", f"agent/{r}/progress.json", f"agent/schedules/{s}/"):
+        assert client.get(base(acme) + url).status_code == 404, url
+    for url, body in ((f"agent/{r}/questions/", {"content": "leak?"}), (f"agent/{r}/findings/0/dataset/", {})):
+        assert client.post(base(acme) + url, body).status_code == 404, url
+    for url in ("agent/", "agent/schedules/"):
+        page = client.get(base(acme) + url)
+        assert page.status_code == 200 and "acme summary" not in page.content.decode(), url
+        assert "acme-weekly" not in page.content.decode() and f"agent/{r}/" not in page.content.decode(), url
+    member = login(acme, "member")  # the project's team's member sees them all
+    assert member.get(base(acme) + f"agent/{r}/").status_code == 200
+    assert f"agent/{r}/" in member.get(base(acme) + "agent/").content.decode()
+    assert "acme-weekly" in member.get(base(acme) + "agent/schedules/").content.decode()
+    assert AgentMessage.objects.filter(report=agent.report).count() == 2
+
+
 def test_members_and_viewers_are_refused_every_write(acme: Tenant) -> None:
     agent = make_agent(acme)
     r, s = agent.report.pk, agent.schedule.pk
