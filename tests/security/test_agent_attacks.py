@@ -497,3 +497,34 @@ def test_langfuse_metrics_queries_stay_in_the_window_and_the_views_whatever_the_
     assert set(query) <= {"view", "metrics", "dimensions", "filters", "fromTimestamp", "toTimestamp", "config",
                           "timeDimension", "orderBy"}
     assert query["config"]["row_limit"] <= tools.MAX_ROWS + 1
+
+
+# Regressions of R1's findings (notes/findings-R1.md) ----------------------------------------------
+
+def test_another_teams_usage_does_not_reach_a_member_through_a_report(acme: Tenant, model: Any) -> None:  # R1-5
+    from gateway.services import keys
+    from portal import services
+    from portal.access import actor_for_user, system_actor
+    from portal.models import TeamRole
+
+    system = system_actor(acme.org, "tests")
+    team = services.team_create(actor=system, data={"name": "acme-research"})
+    services.team_member_add(actor=system, team=team, email="owner@acme.test", role=TeamRole.ADMIN)
+    lab = services.project_create(actor=system, data={"name": "acme-lab", "team": team})
+    lab_key = keys.key_create(actor=actor_for_user(acme.org, acme.users["owner"]),
+                              data={"name": "research-payroll-key", "team": team, "project": lab}).key
+    usage(acme, "lab-trace-1", project=lab, key=lab_key, cost="12.5")
+    model(("", [("portal_usage", {"group_by": "key"})]), FINISH)
+    r = make_report(acme, project=lab)
+    loop.investigate(r.pk)
+    base = acme.url(f"projects/{lab.pk}/reports/")
+    assert "research-payroll-key" in acme.client("viewer").get(f"{base}{r.pk}/steps/").content.decode()
+    for role in ("member", "team_admin"):  # members of another team of the organization
+        client = acme.client(role)
+        for path in (f"{r.pk}/", f"{r.pk}/steps/", f"{r.pk}/messages/"):
+            response = client.get(base + path)
+            assert response.status_code == 404, (role, path, response.status_code)
+        listed = client.get(base)
+        assert listed.status_code in (200, 404) and "research-payroll-key" not in listed.content.decode()
+        page = web_client(acme, role).get(f"/orgs/{acme.org.slug}/projects/{lab.pk}/agent/{r.pk}/")
+        assert page.status_code == 404 and "research-payroll-key" not in page.content.decode()
