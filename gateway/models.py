@@ -268,6 +268,8 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["organization", "created_at"]),
             models.Index(fields=["key", "created_at"]),
+            # a trace's requests in its project (the agent's tools place scores and search rows by them)
+            models.Index(fields=["project", "trace_id"], name="usage_project_trace"),
         ]
 
 

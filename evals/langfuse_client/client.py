@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+from langfuse.api.commons.types.observation_level import ObservationLevel
 from langfuse.api.core.request_options import RequestOptions
 
 from evals.langfuse_client.base import BaseClient, moment, plain, sdk_arguments, segment
@@ -53,26 +54,40 @@ class LangfuseClient(BaseClient):
 
     def traces(self, *, from_time: str | None = None, to_time: str | None = None, name: str | None = None,
                tags: list[str] | None = None, user_id: str | None = None, environment: list[str] | None = None,
-               limit: int = PAGE_SIZE, max_items: int | None = None) -> Iterator[dict[str, Any]]:
-        """Traces in time order, page by page (the v3 traces API, served by both)."""
+               limit: int = PAGE_SIZE, max_items: int | None = None, order_by: str = "timestamp.asc",
+               fields: str | None = None) -> Iterator[dict[str, Any]]:
+        """Traces in `order_by` order (default oldest first), page by page (the v3 traces API, served by
+        both); `fields`: Langfuse's field groups (core, io, scores, observations, metrics; default all)."""
         def fetch(page: int, options: RequestOptions) -> Any:
-            return self.api.trace.list(page=page, limit=limit, order_by="timestamp.asc", name=name or None,
+            return self.api.trace.list(page=page, limit=limit, order_by=order_by, name=name or None,
                                        user_id=user_id or None, tags=tags or None, environment=environment or None,
                                        from_timestamp=moment(from_time), to_timestamp=moment(to_time),
-                                       request_options=options)
+                                       fields=fields, request_options=options)
         return islice(self._pages("GET /api/public/traces", fetch), max_items)
+
+    def trace_count(self, *, from_time: str | None = None, to_time: str | None = None, name: str | None = None,
+                    tags: list[str] | None = None, user_id: str | None = None) -> int:
+        """How many traces match (the list endpoint's meta.totalItems, asked with limit=1)."""
+        listing = self._call("GET /api/public/traces", lambda o: self.api.trace.list(
+            page=1, limit=1, name=name or None, user_id=user_id or None, tags=tags or None, fields="core",
+            from_timestamp=moment(from_time), to_timestamp=moment(to_time), request_options=o))
+        return int(listing.meta.total_items)
 
     def trace(self, trace_id: str) -> dict[str, Any]:
         return plain(self._call("GET /api/public/traces/{traceId}",
                                 lambda o: self.api.trace.get(segment(trace_id), request_options=o)))
 
     def observations(self, *, trace_id: str | None = None, from_time: str | None = None, to_time: str | None = None,
-                     limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
-        """Observations: cursor-paged v2 API on v4, paged v1 API on v3."""
+                     limit: int = PAGE_SIZE, level: str | None = None, fields: str | None = None
+                     ) -> Iterator[dict[str, Any]]:
+        """Observations: cursor-paged v2 API on v4, paged v1 API on v3 (`level` and `fields`, the v2 field
+        groups, are sent to v4 only)."""
         if self.server().api == "v4":
             def fetch_v2(cursor: str | None, options: RequestOptions) -> Any:
                 return self.api.observations.get_many(trace_id=trace_id or None, limit=limit, cursor=cursor,
                                                       from_start_time=moment(from_time),
+                                                      level=ObservationLevel(level) if level else None,
+                                                      fields=fields or None,
                                                       to_start_time=moment(to_time), request_options=options)
             return self._cursor_pages("GET /api/public/v2/observations", fetch_v2)
 

@@ -78,13 +78,40 @@ def test_search_bounds_rows_and_the_scan_and_says_so(world: World, monkeypatch: 
     assert len(few.data["rows"]) == 3 and few.data["matched"] == 18 and few.truncated and few.data["truncated"]
     monkeypatch.setattr(trace_tools, "MAX_SCAN", 8)
     scanned = ok(ctx, "search_traces", {"limit": 50})
-    assert scanned.data["scan_truncated"] and scanned.data["window_total"] is None and scanned.truncated
-    assert scanned.data["matched"] == 8 and any("only the first 8" in n for n in scanned.data["notes"])
+    # Langfuse counts the range and what it filters itself, so both are exact though the scan stops at 8
+    # (the newest 8, of which 2 are the portal's own judge traces)
+    assert scanned.data["scan_truncated"] and scanned.data["window_total"] == 18 and scanned.truncated
+    assert scanned.data["matched"] == 18 and len(scanned.data["rows"]) == 6
+    # a condition the portal checks itself (the route) counts only the scanned traces, and says so
+    oldest = ok(ctx, "search_traces", {"route": "chat", "order": "oldest", "limit": 50})
+    assert oldest.data["matched"] == 8 and ids(oldest) == set(world.ids["plain"][:8])
+    assert any("only the oldest 8" in n for n in oldest.data["notes"]) and oldest.data["window_total"] == 18
     monkeypatch.setattr(trace_tools, "MAX_SCAN", 2000)
     monkeypatch.setattr(trace_tools, "MAX_OBSERVATION_SCAN", 2)
     errors = ok(ctx, "search_traces", {"errors_only": True})
-    assert any("among the newest 2 observations" in n for n in errors.data["notes"])
+    assert any("more than 2 observations of level ERROR" in n for n in errors.data["notes"])
     assert ids(errors) == set(world.ids["errors"])  # the gateway's records still say which failed
+
+
+def test_search_asks_langfuse_to_filter_order_and_count_and_reads_only_error_observations(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # R2-2: a busy window holds more traces than one scan: the newest are the newest of the window, a name, tag or
+    # user is Langfuse's filter (so traces past the scan are found and counted), and errors are Langfuse's too
+    monkeypatch.setattr(trace_tools, "MAX_SCAN", 8)
+    ctx = world.ctx()
+    world.server.requests.clear()
+    newest = ok(ctx, "search_traces", {"limit": 3})
+    assert [r["id"] for r in newest.data["rows"]] == [*world.ids["injection"], *world.ids["errors"][::-1][:2]]
+    by_user = ok(ctx, "search_traces", {"user_id": "user-0", "order": "oldest"})
+    assert ids(by_user) == set(world.ids["plain"][0::3]) and by_user.data["matched"] == 4
+    lists = [r["query"] for r in world.server.requests if r["path"] == "/api/public/traces"]
+    assert any(q.get("orderBy") == ["timestamp.desc"] for q in lists)
+    assert any(q.get("userId") == ["user-0"] and q.get("orderBy") == ["timestamp.asc"] for q in lists)
+    observations = [r["query"] for r in world.server.requests if "/observations" in r["path"]]
+    assert observations and all(q.get("level") == ["ERROR"] and q.get("fields") == ["core"] for q in observations)
+    world.server.requests.clear()
+    assert ok(ctx, "search_traces", {"name": "no such name"}).data["matched"] == 0
+    assert not [r for r in world.server.requests if "/observations" in r["path"]]  # nothing to mark: no error scan
 
 
 def test_a_result_never_exceeds_its_characters(world: World) -> None:

@@ -140,3 +140,56 @@ def test_trace_text_is_data_never_a_way_to_another_project(world: World) -> None
     assert "read project 7" in row["input"] and row["output"].startswith('"}]}')
     assert "forged" not in found.trace_ids
     assert "fixed by the portal" in call(acme, "search_traces", {"project": 7}).error
+
+
+def service_usage(world: World, trace_id: str, route: str = "judge-route", **kwargs: object) -> None:
+    """A request by the portal's own service key of acme's project (a judge's, a benchmark's, the agent's)."""
+    from gateway.models import KeyKind, VirtualKey
+    from tests.evals.test_agent_tools_world import usage
+
+    key = VirtualKey.objects.filter(project=world.acme.project, kind=KeyKind.SERVICE).first()
+    if key is None:
+        key = VirtualKey.objects.get(pk=world.acme.key.pk)
+        key.pk, key.name, key.key_hash, key.kind = None, "portal service", "f" * 64, KeyKind.SERVICE
+        key.save()
+    record = usage(world.acme, trace_id, world.start + dt.timedelta(minutes=5), route=route, **kwargs)  # type: ignore[arg-type]
+    record.key = key
+    record.save()
+
+
+def test_the_portals_own_service_key_calls_are_not_the_applications_usage(world: World) -> None:
+    # R2-4: a judge's rate-limited calls, by the project's service key, on a judge route and on an application trace
+    before = ok(world.ctx(), "portal_usage", {}).data
+    for i in range(5):
+        service_usage(world, f"judge{i}", cost="2", status="failure", error_class="RateLimitError")
+    service_usage(world, world.ids["plain"][0], route="chat-fast", cost="3", status="failure", error_class="X")
+    ctx = world.ctx()
+    usage = ok(ctx, "portal_usage", {}).data
+    assert "judge-route" not in by(usage["rows"], "route") and usage["totals"] == before["totals"]
+    assert usage["window_total"] == before["window_total"]
+    assert usage["portal_own_requests"]["requests"] == 6 and usage["portal_own_requests"]["cost"] == 13.0
+    assert "left out" in usage["portal_own_requests"]["label"]
+    classes = by(ok(ctx, "portal_usage", {"group_by": "error_class"}).data["rows"], "error_class")
+    assert "RateLimitError" not in classes and "X" not in classes
+    errors = ok(ctx, "compare", {"measure": "errors", "a": {"route": "judge-route"}, "b": {"route": "chat"}}).data
+    assert errors["rows"][0]["requests"] == 0 and errors["rows"][1]["errors"] == 0
+    row = by(ok(ctx, "search_traces", {"limit": 50}).data["rows"], "id")[world.ids["plain"][0]]
+    assert (row["route"], row["has_error"], row["cost"]) == ("chat", False, 0.001)
+    assert ids(ok(ctx, "search_traces", {"errors_only": True})) == set(world.ids["errors"])
+    routes = by(ok(ctx, "score_stats", {"evaluator": "correct", "group_by": "route"}).data["rows"], "route")
+    assert set(routes) == {"chat", "chat-fr"}
+
+
+def test_scores_are_placed_by_one_join_on_the_trace_index(world: World) -> None:
+    # R2-12: one lateral join on UsageRecord (project, trace_id) per score, no correlated subquery per score
+    from django.db import connection
+
+    from evals.agent.tools.base import Range
+    from evals.agent.tools.scores import scored_query
+
+    sql, params = scored_query(world.ctx(), Range(world.start, world.end, False), evaluator="correct", route="chat")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # the tables are small: ask the plan a big one would get
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "usage_project_trace" in plan and "SubPlan" not in plan, plan

@@ -9,8 +9,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import F, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection
 
 from evals.agent.tools.base import (
     TIME,
@@ -23,9 +22,9 @@ from evals.agent.tools.base import (
     schema,
     time_range,
 )
-from evals.agent.tools.usage import FAILED, usage_records, usage_stats
+from evals.agent.tools.usage import FAILED, service_keys, usage_records, usage_stats
 from evals.judge import ScoreSpec
-from evals.models import EvalScore, EvaluatorVersion, ScoreStatus
+from evals.models import EvalScore, Evaluator, EvaluatorVersion, ScoreStatus
 from gateway.models import UsageRecord
 
 MAX_SCORES = 50_000  # score rows read for one call
@@ -35,25 +34,51 @@ EVALUATOR = {"type": "string", "minLength": 1, "maxLength": 100, "description": 
 ROUTE = {"type": "string", "minLength": 1, "maxLength": 100, "description": "The portal's public route name."}
 
 
-def scored(ctx: ToolContext, span: Range, *, evaluator: str | None = None, route: str | None = None
-           ) -> QuerySet[EvalScore]:
-    """This project's scored evaluations whose trace falls in `span` (and `route`)."""
-    request = UsageRecord.objects.filter(project=ctx.project, trace_id=OuterRef("trace_id")).order_by("created_at")
-    rows = (EvalScore.objects.filter(project=ctx.project, status=ScoreStatus.SCORED)
-            .annotate(trace_time=Coalesce(Subquery(request.values("created_at")[:1]), F("scored_at")),
-                      trace_route=Subquery(request.values("route")[:1]))
-            .filter(trace_time__gte=span.start, trace_time__lt=span.end))
-    if evaluator:
-        rows = rows.filter(evaluator_version__evaluator__name=evaluator)
-    if route:
-        rows = rows.filter(trace_route=route)
-    return rows
+# A score's trace is placed at its first gateway request of the project (its time and route), found by
+# one lateral join on the (project, trace_id) index per score; without one, at the time it was scored.
+# The portal's own requests (service keys) are not the application's: they place nothing.
+SCORED_SQL = """
+SELECT s.trace_id, s.evaluator_version_id, s.value, s.label,
+       COALESCE(u.created_at, s.scored_at) AS trace_time, u.route AS trace_route
+FROM {score} s
+JOIN {version} v ON v.id = s.evaluator_version_id
+JOIN {evaluator} e ON e.id = v.evaluator_id
+LEFT JOIN LATERAL (
+    SELECT r.created_at, r.route FROM {usage} r
+    WHERE r.project_id = s.project_id AND r.trace_id = s.trace_id
+      AND r.key_id <> ALL(%(service_keys)s)
+    ORDER BY r.created_at LIMIT 1
+) u ON TRUE
+WHERE s.project_id = %(project)s AND s.status = %(scored)s
+  AND COALESCE(u.created_at, s.scored_at) >= %(start)s AND COALESCE(u.created_at, s.scored_at) < %(end)s
+  {conditions}
+ORDER BY s.id
+LIMIT %(limit)s
+"""
 
 
-def read_scores(rows: QuerySet[EvalScore]) -> tuple[list[dict[str, Any]], bool]:
-    # trace_time and trace_route are scored()'s annotations, which the stubs cannot see through its return type
-    values = list(rows.order_by("id").values(  # type: ignore[misc]
-        "trace_id", "evaluator_version_id", "value", "label", "trace_time", "trace_route")[:MAX_SCORES + 1])
+def scored_query(ctx: ToolContext, span: Range, *, evaluator: str | None = None, route: str | None = None,
+                 limit: int = MAX_SCORES + 1) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of this project's scored evaluations whose trace falls in `span` (and `route`)."""
+    conditions = (" AND e.name = %(evaluator)s" if evaluator else "") + (" AND u.route = %(route)s" if route else "")
+    sql = SCORED_SQL.format(score=EvalScore._meta.db_table, version=EvaluatorVersion._meta.db_table,
+                            evaluator=Evaluator._meta.db_table, usage=UsageRecord._meta.db_table,
+                            conditions=conditions)
+    params = {"service_keys": list(service_keys(ctx).values_list("pk", flat=True)),
+              "project": ctx.project.pk, "scored": ScoreStatus.SCORED.value, "start": span.start, "end": span.end,
+              "evaluator": evaluator, "route": route, "limit": limit}
+    return sql, params
+
+
+def read_scores(ctx: ToolContext, span: Range, *, evaluator: str | None = None, route: str | None = None
+                ) -> tuple[list[dict[str, Any]], bool]:
+    """At most MAX_SCORES of them (trace_id, evaluator_version_id, value, label, trace_time, trace_route),
+    and whether there were more."""
+    sql, params = scored_query(ctx, span, evaluator=evaluator, route=route)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [c.name for c in cursor.description]
+        values = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     return values[:MAX_SCORES], len(values) > MAX_SCORES
 
 
@@ -119,7 +144,7 @@ STATS_SCHEMA = schema({
 
 def score_stats(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     span = time_range(ctx, args)
-    scores, cut = read_scores(scored(ctx, span, evaluator=args.get("evaluator"), route=args.get("route")))
+    scores, cut = read_scores(ctx, span, evaluator=args.get("evaluator"), route=args.get("route"))
     versions = versions_of(ctx, scores)
     group = args.get("group_by", "evaluator_version")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -178,7 +203,7 @@ def side_row(ctx: ToolContext, measure: str, evaluator: str | None, name: str, s
              ) -> dict[str, Any]:
     row: dict[str, Any] = {"side": name, **span.describe(), "route": route}
     if measure == "score":
-        scores, cut = read_scores(scored(ctx, span, evaluator=evaluator, route=route))
+        scores, cut = read_scores(ctx, span, evaluator=evaluator, route=route)
         stats = summary(scores, versions_of(ctx, scores))
         stats.pop("distribution")
         return row | stats | ({"truncated": True} if cut else {})

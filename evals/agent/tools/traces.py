@@ -29,13 +29,14 @@ from evals.agent.tools.base import (
     snippet,
     time_range,
 )
+from evals.agent.tools.usage import service_keys
 from evals.gateway_client import PORTAL_TAG
 from evals.langfuse_client import LangfuseClient, LangfuseError
 from evals.models import EvalScore, ScoreStatus
 from gateway.models import UsageRecord
 
 MAX_SCAN = 2000  # traces read from Langfuse for one search
-MAX_OBSERVATION_SCAN = 5000  # observations read to find the traces with an error
+MAX_OBSERVATION_SCAN = 5000  # observations of level ERROR read to find the traces with an error
 ROUTE_METADATA_KEYS = ("route", "model_group", "portal_route")  # when no usage record names the trace's route
 ORDERS = ("newest", "oldest", "slowest", "costliest")
 
@@ -78,40 +79,72 @@ def search_traces(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         if "min" in wanted and "max" in wanted and wanted["min"] > wanted["max"]:
             raise ToolError(f"argument scores[{i}]: min is greater than max")
     client = langfuse_of(ctx)
-    scan = list(islice(client.traces(from_time=iso(span.start), to_time=iso(span.end), limit=100),
-                       MAX_SCAN + 1))
+    order = args.get("order", "newest")
+    # Langfuse filters by name, tags and user itself and lists in the asked order (by time; slowest and
+    # costliest sort the newest MAX_SCAN), so the scan holds the traces the search is about.
+    server_side: dict[str, Any] = {k: v for k, v in (("name", args.get("name")), ("tags", args.get("tags")),
+                                                      ("user_id", args.get("user_id"))) if v}
+    scan = list(islice(client.traces(from_time=iso(span.start), to_time=iso(span.end), limit=100,
+                                     order_by="timestamp.asc" if order == "oldest" else "timestamp.desc",
+                                     fields=TRACE_FIELDS, **server_side), MAX_SCAN + 1))
     scan_truncated = len(scan) > MAX_SCAN
     traces = [t for t in scan[:MAX_SCAN] if PORTAL_TAG not in (t.get("tags") or [])]
     ids = [str(t["id"]) for t in traces]
     usage = usage_by_trace(ctx, ids)
     scores = scores_by_trace(ctx, ids)
-    errors, errors_note = error_traces(client, span, usage)
-    rows = [trace_row(t, usage.get(str(t["id"])), scores.get(str(t["id"]), {}), str(t["id"]) in errors)
+    rows = [trace_row(t, usage.get(str(t["id"])), scores.get(str(t["id"]), {}), bool(usage.get(str(t["id"]), {})
+                                                                                    .get("error")))
             for t in traces]
     matching = [r for r, t in zip(rows, traces, strict=True) if matches(args, r, t)]
-    order = args.get("order", "newest")
-    if order == "newest":
-        matching.reverse()
-    elif order in ("slowest", "costliest"):
+    errors_note = ""
+    if matching or args.get("errors_only"):  # the rows show has_error: Langfuse's ERROR observations
+        errors, errors_note = error_traces(client, span, usage)
+        for row in matching:
+            row["has_error"] = row["has_error"] or row["id"] in errors
+        if args.get("errors_only"):
+            matching = [r for r in matching if r["has_error"]]
+    if order in ("slowest", "costliest"):
         measure = "latency_ms" if order == "slowest" else "cost"
         matching.sort(key=lambda r: -(r[measure] or 0.0))
     limit = args.get("limit", 20)
+    window_total = count_traces(client, span)
+    matched = len(matching)
     notes = [UNTRUSTED]
-    if scan_truncated:
-        notes.append(f"the range holds more than {MAX_SCAN} traces: only the first {MAX_SCAN} (from "
-                     f"{iso(span.start)} to {scan[MAX_SCAN - 1].get('timestamp')}) were searched, so matched "
-                     "counts only those; narrow the time range")
+    if scan_truncated and not set(args) & LOCAL_FILTERS:  # Langfuse did all the filtering: it counts them
+        matched = count_traces(client, span, **server_side)
+    elif scan_truncated:
+        which = "oldest" if order == "oldest" else "newest"
+        notes.append(f"more than {MAX_SCAN} traces match {describe(server_side)} in the range: only the {which} "
+                     f"{MAX_SCAN} (back to {scan[MAX_SCAN - 1].get('timestamp')}) were searched for the other "
+                     "conditions, so matched counts only those; narrow the time range")
     if errors_note:
         notes.append(errors_note)
     data: dict[str, Any] = {
-        "range": span.describe(), "matched": len(matching),
-        "window_total": None if scan_truncated else len(traces), "scanned": len(traces),
+        "range": span.describe(), "matched": matched, "window_total": window_total, "scanned": len(traces),
         "scan_truncated": scan_truncated, "rows": matching[:limit],
     }
     return result(data, truncated=scan_truncated or len(matching) > limit, notes=notes)
 
 
+TRACE_FIELDS = "core,io,metrics"  # not the scores' and observations' ids
+LOCAL_FILTERS = frozenset({"route", "errors_only", "min_latency_ms", "max_latency_ms", "min_cost", "max_cost",
+                           "scores", "text"})  # the conditions the portal checks itself, after Langfuse's
+
+
+def describe(server_side: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in server_side.items()) if server_side else "no name, tag or user"
+
+
+def count_traces(client: LangfuseClient, span: Range, *, name: str | None = None, tags: list[str] | None = None,
+                 user_id: str | None = None) -> int:
+    """The traces in the range that match (Langfuse's count), not counting the portal's own traces."""
+    window = {"from_time": iso(span.start), "to_time": iso(span.end), "name": name, "user_id": user_id}
+    return client.trace_count(tags=tags, **window) - client.trace_count(tags=[*(tags or []), PORTAL_TAG], **window)
+
+
 def matches(args: dict[str, Any], row: dict[str, Any], trace: dict[str, Any]) -> bool:
+    """The conditions the portal checks itself (name, tags and user are Langfuse's; errors_only is
+    checked after the error scan)."""
     if "name" in args and trace.get("name") != args["name"]:
         return False
     if "tags" in args and not set(args["tags"]) <= set(trace.get("tags") or []):
@@ -119,8 +152,6 @@ def matches(args: dict[str, Any], row: dict[str, Any], trace: dict[str, Any]) ->
     if "user_id" in args and trace.get("userId") != args["user_id"]:
         return False
     if "route" in args and row["route"] != args["route"]:
-        return False
-    if args.get("errors_only") and not row["has_error"]:
         return False
     for low, high, measure in (("min_latency_ms", "max_latency_ms", "latency_ms"), ("min_cost", "max_cost", "cost")):
         value = row[measure]
@@ -186,11 +217,13 @@ def route_of(trace: dict[str, Any]) -> str | None:
 
 
 def usage_by_trace(ctx: ToolContext, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The portal's request records of this project for these traces: route, cost, latency, error."""
+    """The application's request records of this project for these traces (not the portal's own, by
+    its service key): route, cost, latency, error."""
     out: dict[str, dict[str, Any]] = {}
     for chunk in chunks(ids, 500):
         for trace_id, route, cost, latency, status, error_class in (
-                UsageRecord.objects.filter(project=ctx.project, trace_id__in=chunk).order_by("created_at")
+                UsageRecord.objects.filter(project=ctx.project, trace_id__in=chunk)
+                .exclude(key__in=service_keys(ctx)).order_by("created_at")
                 .values_list("trace_id", "route", "cost", "latency_ms", "status", "error_class")):
             row = out.setdefault(trace_id, {"route": route, "cost": 0.0, "latency_ms": 0.0, "error": False})
             row["cost"] += float(cost)
@@ -218,12 +251,12 @@ def error_traces(client: LangfuseClient, span: Range, usage: dict[str, dict[str,
     if client.server().api != "v4":
         return errors, ("this Langfuse (v3) lists observations without a time range: errors come from the "
                         "gateway's records only")
-    observations = list(islice(client.observations(from_time=iso(span.start), to_time=iso(span.end)),
-                               MAX_OBSERVATION_SCAN + 1))
-    errors |= {str(o.get("traceId")) for o in observations[:MAX_OBSERVATION_SCAN] if o.get("level") == "ERROR"}
+    observations = list(islice(client.observations(from_time=iso(span.start), to_time=iso(span.end), limit=1000,
+                                                   level="ERROR", fields="core"), MAX_OBSERVATION_SCAN + 1))
+    errors |= {str(o.get("traceId")) for o in observations[:MAX_OBSERVATION_SCAN]}
     if len(observations) > MAX_OBSERVATION_SCAN:
-        return errors, (f"errors were looked for among the newest {MAX_OBSERVATION_SCAN} observations of the "
-                        "range and the gateway's records only")
+        return errors, (f"the range holds more than {MAX_OBSERVATION_SCAN} observations of level ERROR: only the "
+                        "newest were read (and the gateway's records)")
     return errors, ""
 
 

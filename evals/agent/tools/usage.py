@@ -10,10 +10,12 @@ from django.db.models import Aggregate, Count, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 
 from evals.agent.tools.base import MAX_ROWS, TIME, Range, Tool, ToolContext, ToolResult, result, schema, time_range
-from gateway.models import UsageRecord, VirtualKey
+from gateway.models import KeyKind, UsageRecord, VirtualKey
 
 GROUPS = ("route", "key", "day", "error_class")
 EXAMPLES = 3  # trace ids per row, to cite or read
+PORTAL_OWN = ("the portal's own calls (evaluations, benchmarks, the agent; by its service key): left out of the "
+              "rows and totals")
 
 
 class Percentile(Aggregate):
@@ -30,8 +32,16 @@ class Percentile(Aggregate):
 FAILED = ~Q(status="success") | ~Q(error_class="")
 
 
-def usage_records(ctx: ToolContext, span: Range, route: str | None = None) -> QuerySet[UsageRecord]:
+def service_keys(ctx: ToolContext) -> QuerySet[VirtualKey]:
+    """The portal's own keys (judges, benchmarks, the agent): their requests are not the application's."""
+    return VirtualKey.objects.filter(organization=ctx.project.organization, kind=KeyKind.SERVICE)
+
+
+def usage_records(ctx: ToolContext, span: Range, route: str | None = None, *, portal: bool = False
+                  ) -> QuerySet[UsageRecord]:
+    """The application's requests of the project in `span` (`portal`: the portal's own, by service key)."""
     rows = UsageRecord.objects.filter(project=ctx.project, created_at__gte=span.start, created_at__lt=span.end)
+    rows = rows.filter(key__in=service_keys(ctx)) if portal else rows.exclude(key__in=service_keys(ctx))
     return rows.filter(route=route) if route else rows
 
 
@@ -94,8 +104,11 @@ def portal_usage(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
                                           .values_list("trace_id", flat=True)[:EXAMPLES])
         out.append(shown)
     total = usage_stats(usage_records(ctx, span, args.get("route")))
+    own = usage_records(ctx, span, args.get("route"), portal=True).aggregate(requests=Count("id"), errors=Count("id", filter=FAILED), cost=Sum("cost"))
     data = {"range": span.describe(), "group_by": group, "groups": len(table), "window_total": total["requests"],
-            "totals": total, "rows": out, "source": "the portal's gateway request records"}
+            "totals": total, "rows": out, "source": "the portal's gateway request records",
+            "portal_own_requests": {"label": PORTAL_OWN, "requests": own["requests"], "errors": own["errors"],
+                                    "cost": float(own["cost"] or 0)}}
     notes = [f"{len(table) - limit} more groups not shown"] if len(table) > limit else []
     return result(data, truncated=len(table) > limit, notes=notes)
 
