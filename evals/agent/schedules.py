@@ -10,19 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from typing import Any
 
 from celery.schedules import crontab
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from evals.agent.models import AgentFinding, AgentReport, AgentSchedule
 from evals.lifecycle import STUCK_AFTER
 from evals.models import RunStatus
-from gateway.services.keys import usable_routes
 from portal import audit
 from portal.access import Actor, system_actor
 from portal.exceptions import Conflict
@@ -38,24 +39,32 @@ FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL)
 BEAT_TASK = "evals.tasks_agent.agent_run_schedule"
 #: findings named in one alert (the rest are counted)
 ALERT_FINDINGS = 20
+#: a finding's title in an alert (the model's words, shaped by trace data): at most this long
+ALERT_TITLE = 80
+#: what makes a link in a mail client, neutralised in the model's words ("https://" -> "hxxps://")
+LINKS = re.compile(r"(?i)\b(?:(https?|ftp)://|(www)\.|(mailto):)([^\s/?#]*)")
 
 
 def check_cron(cron: str) -> None:
+    """A 5-field crontab (UTC) that fires at most hourly: one minute of the hour (each investigation may
+    spend up to its max_spend; every minute would be 60 of them an hour)."""
     parts = cron.split()
     try:
         if len(parts) != 5:
             raise ValueError
-        crontab(*parts)
+        minutes = crontab(*parts).minute
     except (ValueError, TypeError):
         raise ValidationError({"cron": "Not a 5-field crontab, e.g. '0 6 * * 1' (Mondays at 06:00 UTC)."}) from None
+    if len(minutes) != 1:
+        raise ValidationError({"cron": "At most hourly: give one minute of the hour, e.g. '0 * * * *' (hourly) "
+                                       "or '0 6 * * 1' (Mondays at 06:00 UTC)."})
 
 
 def check_route(project: Project, schedule: AgentSchedule) -> None:
-    route = schedule.route
-    if not usable_routes(project.team_id, project.organization_id).filter(pk=route.pk).exists():
-        raise ValidationError({"route": f"Route '{route.name}' is not available to this project's team."})
-    if not route.is_active:
-        raise ValidationError({"route": f"Route '{route.name}' is disabled."})
+    """The rule of reports (evals.agent.services.check_route): an active route the project's team may use."""
+    from evals.agent.services import check_route as report_route
+
+    report_route(project, schedule.route)
 
 
 def _sync_beat(schedule: AgentSchedule) -> None:
@@ -139,8 +148,10 @@ def schedule_run_now(*, actor: Actor, schedule: AgentSchedule) -> AgentReport:
 
 
 def schedule_report_create(*, schedule_id: int) -> AgentReport | None:
-    """Beat's tick: a queued report of the schedule; None when the schedule is disabled or gone, its last
-    report is still going, or its route can no longer be used (logged: the next tick tries again)."""
+    """Beat's tick: a queued report of the schedule; None when the schedule is disabled or gone, or its last
+    report is still going. A tick that cannot start one (its route was disabled or taken from the team, the
+    start was refused) leaves a failed report saying why, in the schedule's list and page, and alerts once
+    per reason (the next tick tries again)."""
     schedule = (AgentSchedule.objects.select_related("project__organization", "route")
                 .filter(pk=schedule_id, enabled=True).first())
     if schedule is None:
@@ -148,9 +159,55 @@ def schedule_report_create(*, schedule_id: int) -> AgentReport | None:
     actor = system_actor(schedule.project.organization, f"agent schedule {schedule.pk}")
     try:
         return schedule_run_now(actor=actor, schedule=schedule)
-    except (Conflict, ValidationError) as skipped:
-        log.info("agent schedule %s: no report this time: %s", schedule_id, skipped)
+    except Conflict as busy:
+        log.info("agent schedule %s: no report this time: %s", schedule_id, busy)
         return None
+    except (ValidationError, PermissionDenied) as refused:
+        return _refused(schedule, refused)
+
+
+def _reason(exc: ValidationError | PermissionDenied) -> str:
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
+    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+
+
+def _refused(schedule: AgentSchedule, exc: ValidationError | PermissionDenied) -> AgentReport:
+    reason = f"The schedule could not start an investigation through route '{schedule.route.name}': {_reason(exc)}"
+    log.warning("agent schedule %s: %s", schedule.pk, reason)
+    start, end = schedule_window(schedule, timezone.now())
+    now = timezone.now()
+    report = AgentReport.objects.create(
+        project=schedule.project, route=schedule.route, schedule=schedule, focus=schedule.focus,
+        window_start=start, window_end=end, status=RunStatus.FAILED, error=reason[:1000],
+        stop_reason="not started", started_at=now, finished_at=now,
+        **{name: getattr(schedule, name) for name in BOUNDS})
+    _alert_failed(report, schedule)
+    return report
+
+
+def _alert_failed(report: AgentReport, schedule: AgentSchedule) -> None:
+    """Alerts that a scheduled report failed, unless the schedule's report before it failed for the same reason."""
+    before = (AgentReport.objects.filter(schedule=schedule, created_at__lte=report.created_at)
+              .exclude(pk=report.pk).order_by("-created_at", "-id").first())
+    if before is not None and before.status == RunStatus.FAILED and before.error == report.error:
+        log.warning("agent schedule %s: report %s failed again for the same reason (alerted before)",
+                    schedule.pk, report.pk)
+        return
+    project = report.project
+    subject = f"Agent schedule '{schedule.name}' of {project.name}: report {report.pk} failed"
+    body = (f"{subject}.\n\n{report.error or report.stop_reason or 'No reason was recorded.'}\n\n"
+            f"The report: {report_url(report)}\nThe next run tries again; this alert is not repeated while "
+            f"the reason stays the same.")
+    send_alert(project.organization, subject=subject, body=body, payload={
+        "kind": "agent_failed", "project": project.name, "schedule": schedule.name, "report": report.pk,
+        "url": report_url(report), "error": report.error})
+
+
+def report_url(report: AgentReport) -> str:
+    """The report's page in the portal."""
+    return settings.PORTAL_PUBLIC_URL + reverse("web:agent-report", kwargs={
+        "org_slug": report.project.organization.slug, "project_id": report.project_id, "report_id": report.pk})
 
 
 def previous_report(report: AgentReport) -> AgentReport | None:
@@ -174,6 +231,9 @@ def grew(finding: AgentFinding, before: AgentFinding, growth: float | None) -> b
 def after_report(report: AgentReport) -> list[AgentFinding]:
     """Marks a scheduled report's findings new / known / grown and alerts; returns the findings alerted on."""
     schedule = report.schedule
+    if schedule is not None and report.status == RunStatus.FAILED:
+        log.warning("agent schedule %s: report %s failed: %s", schedule.pk, report.pk, report.error)
+        _alert_failed(report, schedule)
     if schedule is None or report.status not in FINISHED:
         return []
     previous = previous_report(report)
@@ -198,14 +258,18 @@ def _alert(report: AgentReport, schedule: AgentSchedule, alerted: list[AgentFind
     parts = ([f"{len(new)} new finding{'s' * (len(new) != 1)}"] if new else []) + \
             ([f"{len(grown)} finding{'s' * (len(grown) != 1)} grew"] if grown else [])
     subject = f"Agent schedule '{schedule.name}' of {project.name}: {', '.join(parts)}"
-    lines = [f"- new: {f.title} ({f.count} traces{_share(f.share)})" for f in new[:ALERT_FINDINGS]]
-    lines += [f"- grew: {f.title} ({_share(known[f.key].share, '')} -> {_share(f.share, '')}, {f.count} traces)"
-              for f in grown[:ALERT_FINDINGS]]
+    lines = [f"- new: {alert_title(f.title)} ({f.count} traces{_share(f.share)})" for f in new[:ALERT_FINDINGS]]
+    lines += [f"- grew: {alert_title(f.title)} ({_share(known[f.key].share, '')} -> {_share(f.share, '')}, "
+              f"{f.count} traces)" for f in grown[:ALERT_FINDINGS]]
     if len(alerted) > 2 * ALERT_FINDINGS:
         lines.append(f"... and {len(alerted) - 2 * ALERT_FINDINGS} more")
-    body = f"{subject}.\n\nReport {report.pk}:\n" + "\n".join(lines)
+    body = (f"{subject}.\n\nReport {report.pk}: {report_url(report)}\n" + "\n".join(lines) +
+            f"\n\nThe findings' titles are the agent's words, drawn from the project's trace data (which anyone "
+            f"calling the application can shape): shortened to {ALERT_TITLE} characters, links disabled "
+            f"('hxxps://'). Do not follow instructions in them; read the evidence on the report's page.")
     send_alert(project.organization, subject=subject, body=body, payload={
         "kind": "agent", "project": project.name, "schedule": schedule.name, "report": report.pk,
+        "url": report_url(report),
         "new": [_row(f) for f in new[:ALERT_FINDINGS]],
         "grown": [{**_row(f), "previous_share": known[f.key].share, "previous_count": known[f.key].count}
                   for f in grown[:ALERT_FINDINGS]]})
@@ -215,6 +279,21 @@ def _share(share: float | None, prefix: str = ", ") -> str:
     return "" if share is None and prefix else "?" if share is None else f"{prefix}{share:.1%}"
 
 
+def alert_title(title: str) -> str:
+    """A finding's title as an alert shows it: one line, at most ALERT_TITLE characters, no clickable link."""
+    text = " ".join(str(title).split())
+    text = LINKS.sub(_defang, text)
+    return text if len(text) <= ALERT_TITLE else text[:ALERT_TITLE - 1].rstrip() + "…"
+
+
+def _defang(link: re.Match[str]) -> str:
+    scheme, www, mailto, host = link.groups()
+    host = host.replace(".", "[.]")
+    if scheme:
+        return f"{scheme[0]}xx{scheme[3:]}://{host}" if scheme[0] in "hH" else f"{scheme[0]}x{scheme[2:]}://{host}"
+    return f"{www}[.]{host}" if www else f"{mailto}[:]{host}"
+
+
 def _row(finding: AgentFinding) -> dict[str, Any]:
-    return {"index": finding.index, "key": finding.key, "title": finding.title, "count": finding.count,
+    return {"index": finding.index, "key": finding.key, "title": alert_title(finding.title), "count": finding.count,
             "share": finding.share}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -29,6 +30,13 @@ from evals.api.views import BUSY, ProjectScopedViewSet
 from evals.models import Dataset, LangfuseConnection
 
 INDEX = OpenApiParameter("index", OpenApiTypes.INT, OpenApiParameter.PATH, description="The finding's index.")
+MESSAGE = OpenApiParameter("message", OpenApiTypes.INT, OpenApiParameter.QUERY,
+                           description="Only the steps of this answer (a message's id); `0`: the investigation's own.")
+
+
+def message_steps() -> Prefetch:
+    """Each message's step indexes (AgentMessageSerializer.steps), in one query."""
+    return Prefetch("steps", AgentStep.objects.only("id", "index", "message_id").order_by("index"))
 
 
 class LangfuseLinks:
@@ -54,7 +62,8 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
             return queryset.prefetch_related(
                 Prefetch("findings", AgentFinding.objects.order_by("index")),
                 Prefetch("steps", AgentStep.objects.defer("result").order_by("index")),
-                Prefetch("messages", AgentMessage.objects.order_by("created_at", "id")))
+                Prefetch("messages", AgentMessage.objects.order_by("created_at", "id").prefetch_related(
+                    message_steps())))
         return queryset.annotate(finding_count=Count("findings"))
 
     def get_serializer_class(self) -> Any:
@@ -74,16 +83,23 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
         report = report_create(actor=self.actor, project=project, route=data.pop("route"), **data)
         return Response(s.AgentReportSerializer(report).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses=s.AgentStepSerializer(many=True))
+    @extend_schema(filters=False, parameters=[MESSAGE], responses=s.AgentStepSerializer(many=True))
     @action(detail=True, methods=["get"])
     def steps(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Every step of the report (its answers' included), with the tools' structured results."""
+        """Every step of the report (its answers' included), with the tools' structured results and their
+        traces linked to Langfuse; `?message=` narrows to one answer's."""
         report = self.get_object()
         rows = AgentStep.objects.visible_to(self.actor, "view").filter(report=report).order_by("index")
+        message = request.query_params.get("message")
+        if message is not None:
+            if not message.isdigit() or len(message) > 18:
+                raise ValidationError({"message": "A message's id (0: the investigation's own steps)."})
+            rows = rows.filter(message__isnull=True) if int(message) == 0 else rows.filter(message_id=int(message))
         page = self.paginate_queryset(rows)
-        return self.get_paginated_response(s.AgentStepSerializer(page, many=True).data)
+        return self.get_paginated_response(s.AgentStepSerializer(page, many=True,
+                                                                 context=self.get_serializer_context()).data)
 
-    @extend_schema(methods=["GET"], responses=s.AgentMessageSerializer(many=True))
+    @extend_schema(methods=["GET"], filters=False, responses=s.AgentMessageSerializer(many=True))
     @extend_schema(methods=["POST"], request=s.AgentMessageRequestSerializer, responses={202: s.AgentMessageSerializer})
     @action(detail=True, methods=["get", "post"])
     def messages(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -99,7 +115,8 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
             body.is_valid(raise_exception=True)
             answer = message_create(actor=self.actor, report=report, content=body.validated_data["content"])
             return Response(s.AgentMessageSerializer(answer, context=context).data, status=status.HTTP_202_ACCEPTED)
-        rows = AgentMessage.objects.visible_to(self.actor, "view").filter(report=report).order_by("created_at", "id")
+        rows = (AgentMessage.objects.visible_to(self.actor, "view").filter(report=report)
+                .prefetch_related(message_steps()).order_by("created_at", "id"))
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(s.AgentMessageSerializer(page, many=True, context=context).data)
 
@@ -107,7 +124,9 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
     @action(detail=True, methods=["post"], url_path=r"findings/(?P<index>[0-9]+)/dataset")
     def finding_dataset(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The finding's traces as items of a dataset (read from the project's Langfuse), so the change it
-        suggests can be benchmarked across routes; again, the items are updated."""
+        suggests can be benchmarked across routes; again, the items are updated. Each trace's output is kept
+        in `metadata.output` and the expected output left for the team to write (the finding's outputs are
+        the faulty ones), unless `output_as` is `expected_output`."""
         report = self.get_object()
         finding = get_object_or_404(AgentFinding.objects.visible_to(self.actor, "change").filter(report=report),
                                     index=kwargs["index"])
@@ -116,7 +135,8 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
         body.is_valid(raise_exception=True)
         with langfuse_errors():
             dataset = agent_datasets.finding_dataset(actor=self.actor, finding=finding,
-                                                     name=body.validated_data.get("name"))
+                                                     name=body.validated_data.get("name"),
+                                                     output_as=body.validated_data["output_as"])
         counted = Dataset.objects.visible_to(self.actor, "view").annotate(item_count=Count("items"))
         return Response(DatasetSerializer(counted.get(pk=dataset.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -128,6 +148,12 @@ class AgentScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pro
     queryset = AgentSchedule.objects.select_related("route")
     serializer_class = s.AgentScheduleSerializer
     filterset_fields = ["enabled"]
+
+    def narrow_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        last = AgentReport.objects.filter(schedule=OuterRef("pk")).order_by("-created_at", "-id")
+        return queryset.annotate(last_report_id=Subquery(last.values("id")[:1]),
+                                 last_report_status=Subquery(last.values("status")[:1]),
+                                 last_report_created_at=Subquery(last.values("created_at")[:1]))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)

@@ -37,11 +37,15 @@ TRACE_LINK = {"type": "object", "properties": {"id": {"type": "string"},
                                                "url": {"type": "string", "nullable": True}}}
 
 
+def trace_url(conn: LangfuseConnection | None, trace_id: Any) -> str | None:
+    """A trace's page in the project's Langfuse (the id quoted: it came from trace data); None without a
+    connection. The API's links and the pages' (portal/web/evaluations/agent.py) are made here."""
+    return conn.trace_url(quote(str(trace_id), safe="")) if conn and conn.langfuse_project_id else None
+
+
 def trace_link(context: Mapping[str, Any], trace_id: str) -> dict[str, Any]:
     """A trace id and its page in the project's Langfuse (null without a connection)."""
-    conn: LangfuseConnection | None = context.get("langfuse")
-    url = conn.trace_url(quote(str(trace_id), safe="")) if conn and conn.langfuse_project_id else None
-    return {"id": trace_id, "url": url}
+    return {"id": trace_id, "url": trace_url(context.get("langfuse"), trace_id)}
 
 
 def bound(low: int, high: int) -> serializers.IntegerField:
@@ -100,31 +104,50 @@ class AgentFindingSerializer(serializers.ModelSerializer):
 
 
 class AgentStepDigestSerializer(serializers.ModelSerializer):
-    """A step as the report shows it: what the model said or called, and a digest of what the tool returned."""
+    """A step as the report shows it: what the model said or called, and a digest of what the tool returned;
+    its traces and the model call's own trace linked to Langfuse."""
+
+    traces = serializers.SerializerMethodField(help_text="The traces the result holds, with their Langfuse pages.")
+    llm_trace_url = serializers.SerializerMethodField(help_text="The model call's trace in Langfuse (null without "
+                                                                "one or without a connection).")
 
     class Meta:
         model = AgentStep
-        fields = STEP_FIELDS
+        fields = [*STEP_FIELDS[:10], "traces", *STEP_FIELDS[10:-1], "llm_trace_url", STEP_FIELDS[-1]]
         read_only_fields = fields
+
+    @extend_schema_field({"type": "array", "items": TRACE_LINK})
+    def get_traces(self, obj: AgentStep) -> list[dict[str, Any]]:
+        ids = obj.trace_ids if isinstance(obj.trace_ids, list) else []
+        return [trace_link(self.context, t) for t in ids]
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_llm_trace_url(self, obj: AgentStep) -> str | None:
+        return trace_url(self.context.get("langfuse"), obj.llm_trace_id) if obj.llm_trace_id else None
 
 
 class AgentStepSerializer(AgentStepDigestSerializer):
     """A step with the tool's structured result (what evidence is checked against)."""
 
     class Meta(AgentStepDigestSerializer.Meta):
-        fields = [*STEP_FIELDS[:9], "result", *STEP_FIELDS[9:]]
+        fields = [*AgentStepDigestSerializer.Meta.fields[:9], "result", *AgentStepDigestSerializer.Meta.fields[9:]]
         read_only_fields = fields
 
 
 class AgentMessageSerializer(serializers.ModelSerializer):
     evidence = serializers.SerializerMethodField(help_text="[{trace_id, url, steps}]: the traces the answer cites "
                                                            "and the tool steps that show them.")
+    steps = serializers.SerializerMethodField(help_text="The indexes of the answer's steps (its model messages and "
+                                                        "tool calls): `steps/?message={id}` lists them.")
 
     class Meta:
         model = AgentMessage
-        fields = ["id", "role", "content", "status", "evidence", "evidence_dropped", "stop_reason", "error", "cost",
-                  "created_at", "finished_at"]
+        fields = ["id", "role", "content", "status", "evidence", "evidence_dropped", "steps", "stop_reason", "error",
+                  "cost", "created_at", "finished_at"]
         read_only_fields = fields
+
+    def get_steps(self, obj: AgentMessage) -> list[int]:
+        return sorted(step.index for step in obj.steps.all())  # prefetched by the lists (index only)
 
     @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
         "trace_id": {"type": "string"}, "url": {"type": "string", "nullable": True},
@@ -159,6 +182,11 @@ class AgentFindingDatasetRequestSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False,
                                  help_text="The dataset to write to (created if the project has none of this name). "
                                            "Default: the finding's dataset, or a new one named after it.")
+    output_as = serializers.ChoiceField(
+        choices=[("metadata", "The trace's output goes to metadata.output; the expected output is yours to write "
+                              "(a finding's traces are the ones that went wrong)"),
+                 ("expected_output", "The trace's output becomes the expected output")],
+        default="metadata")
 
 
 @extend_schema_serializer(examples=[OpenApiExample("Weekly through the route chat", request_only=True,
@@ -181,5 +209,9 @@ class AgentScheduleSerializer(serializers.ModelSerializer):
         "id": {"type": "integer"}, "status": {"type": "string"}, "created_at": {"type": "string",
                                                                                 "format": "date-time"}}})
     def get_last_report(self, obj: AgentSchedule) -> dict[str, Any] | None:
+        row: Any = obj
+        if hasattr(row, "last_report_id"):  # the lists annotate it (AgentScheduleViewSet.narrow_queryset)
+            return None if row.last_report_id is None else {"id": row.last_report_id, "status": row.last_report_status,
+                                                            "created_at": row.last_report_created_at}
         last = obj.reports.order_by("-created_at", "-id").first()
         return {"id": last.pk, "status": last.status, "created_at": last.created_at} if last else None

@@ -40,7 +40,9 @@ def test_a_findings_traces_become_a_dataset_a_benchmark_runs_on(acme: Tenant,
     items = list(DatasetItem.objects.filter(dataset_id=body["id"]).order_by("source_trace_id"))
     assert [i.source_trace_id for i in items] == sorted(ids[:2])  # the trace Langfuse no longer has is left out
     trace = langfuse_standin.project("lf-acme").traces[items[0].source_trace_id]
-    assert items[0].input == trace.input and items[0].expected_output == trace.output
+    # R2-3: a finding's outputs are the faulty ones: kept in metadata, the expected output is the team's to write
+    assert items[0].input == trace.input and items[0].expected_output is None
+    assert items[0].metadata["output"] == trace.output
     assert items[0].metadata["agent_report"] == report.pk and items[0].metadata["trace_name"] == "support-chat"
     assert AgentFinding.objects.get(report=report, index=0).dataset_id == body["id"]
     detail = acme.client("viewer").get(reports_url(acme, f"{report.pk}/")).json()
@@ -48,9 +50,11 @@ def test_a_findings_traces_become_a_dataset_a_benchmark_runs_on(acme: Tenant,
     audit = AuditLogEntry.objects.get(action="dataset.from_finding")
     assert audit.after["created"] == 2 and audit.after["missing"] == ["deleted-since"]
 
+    DatasetItem.objects.filter(pk=items[0].pk).update(expected_output="Réponse en français")  # the team writes it
     again = acme.client("team_admin").post(dataset_url(acme, report.pk), {}, format="json")
     assert again.status_code == 201 and again.json()["id"] == body["id"] and again.json()["item_count"] == 2
     assert DatasetItem.objects.count() == 2  # updated, not added
+    assert DatasetItem.objects.get(pk=items[0].pk).expected_output == "Réponse en français"  # and kept
 
     named = acme.client("owner").post(dataset_url(acme, report.pk), {"name": "wrong language"}, format="json")
     assert named.status_code == 201 and named.json()["name"] == "wrong language" and named.json()["item_count"] == 2
@@ -65,6 +69,20 @@ def test_a_findings_traces_become_a_dataset_a_benchmark_runs_on(acme: Tenant,
     assert benchmark.status_code == 201, benchmark.content
     run = owner.post(project_url(acme, f"benchmarks/{benchmark.json()['id']}/run/"))
     assert run.status_code == 202 and run.json()["status"] == "queued", run.content
+
+
+def test_the_outputs_become_expected_outputs_only_when_asked(acme: Tenant, langfuse_standin: LangfuseStandin) -> None:
+    connect_langfuse(acme, langfuse_standin)
+    ids = langfuse_standin.seed_traces("lf-acme", 1)
+    report = make_report(acme, trace_ids=(ids[0],))
+    bad = acme.client("owner").post(dataset_url(acme, report.pk), {"output_as": "input"}, format="json")
+    assert bad.status_code == 400 and list(bad.json()) == ["output_as"] and not Dataset.objects.exists()
+    response = acme.client("owner").post(dataset_url(acme, report.pk), {"output_as": "expected_output"},
+                                         format="json")
+    assert response.status_code == 201, response.content
+    item = DatasetItem.objects.get(dataset_id=response.json()["id"])
+    assert item.expected_output == langfuse_standin.project("lf-acme").traces[ids[0]].output
+    assert "output" not in item.metadata
 
 
 def test_without_langfuse_or_with_langfuse_down_nothing_is_written(acme: Tenant,

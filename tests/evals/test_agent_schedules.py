@@ -57,11 +57,13 @@ def test_a_schedule_is_weekly_by_default_on_beat_and_follows_its_changes(acme: T
     for role in ROLES:
         assert [s["id"] for s in acme.client(role).get(url(acme)).json()["results"]] == [schedule.pk]
 
-    changed = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"cron": "*/30 * * * *",
+    changed = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"cron": "30 */2 * * *",
                                                                            "enabled": False}, format="json")
     assert changed.status_code == 200, changed.content
     task.refresh_from_db()
-    assert (task.crontab.minute, task.crontab.hour, task.enabled) == ("*/30", "*", False)
+    assert (task.crontab.minute, task.crontab.hour, task.enabled) == ("30", "*/2", False)
+    hourly = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"cron": "0 * * * *"}, format="json")
+    assert hourly.status_code == 200, hourly.content  # hourly is the most often
     assert acme.client("member").delete(url(acme, f"{schedule.pk}/")).status_code == 403
     assert acme.client("team_admin").delete(url(acme, f"{schedule.pk}/")).status_code == 204
     assert not PeriodicTask.objects.filter(pk=task.pk).exists() and not AgentSchedule.objects.exists()
@@ -70,6 +72,11 @@ def test_a_schedule_is_weekly_by_default_on_beat_and_follows_its_changes(acme: T
 @pytest.mark.parametrize("body,field", [
     ({"name": "s", "route": "chat", "cron": "every monday"}, "cron"),
     ({"name": "s", "route": "chat", "cron": "61 * * * *"}, "cron"),
+    # R1-6: more often than hourly (each report may spend up to max_spend)
+    ({"name": "s", "route": "chat", "cron": "* * * * *"}, "cron"),
+    ({"name": "s", "route": "chat", "cron": "*/30 * * * *"}, "cron"),
+    ({"name": "s", "route": "chat", "cron": "0,30 6 * * 1"}, "cron"),
+    ({"name": "s", "route": "chat", "cron": "0-1 * * * *"}, "cron"),
     ({"name": "s", "route": "nope"}, "route"),
     ({"name": "s"}, "route"),
     ({"name": "s", "route": "chat", "lookback_hours": 0}, "lookback_hours"),
@@ -103,12 +110,62 @@ def test_duplicate_names_and_routes_of_another_team_are_refused(acme: Tenant) ->
 def test_a_schedule_whose_route_was_disabled_can_be_switched_off_not_on(acme: Tenant) -> None:
     schedule = make_schedule(acme, name="weekly")
     routes.route_update(actor=system_actor(acme.org, "t"), route=acme.route, data={"is_active": False})
-    assert agent_run_schedule.apply(args=(schedule.pk,)).get() is None  # beat's tick skips it
+    failed = AgentReport.objects.get(pk=agent_run_schedule.apply(args=(schedule.pk,)).get())  # no investigation
+    assert failed.status == "failed" and failed.steps_taken == 0
     off = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"enabled": False}, format="json")
     assert off.status_code == 200, off.content
     on = acme.client("team_admin").patch(url(acme, f"{schedule.pk}/"), {"enabled": True}, format="json")
     assert on.status_code == 400 and list(on.json()) == ["route"], on.content
-    assert not AgentReport.objects.exists()
+    assert agent_run_schedule.apply(args=(schedule.pk,)).get() is None  # switched off: nothing
+    assert list(AgentReport.objects.all()) == [failed]
+
+
+def test_a_tick_that_cannot_start_is_a_failed_report_and_alerts_once_per_reason(
+        acme: Tenant, hooks: list[dict[str, Any]], caplog: Any) -> None:
+    """R2-7: the route disabled (or taken from the team) since: each tick leaves a failed report saying why,
+    listed and on the schedule; the first alerts, the same reason again does not; a new reason does."""
+    schedule = make_schedule(acme, name="weekly")
+    routes.route_update(actor=system_actor(acme.org, "t"), route=acme.route, data={"is_active": False})
+    with caplog.at_level("WARNING", logger="evals.agent.schedules"):
+        first = AgentReport.objects.get(pk=agent_run_schedule.apply(args=(schedule.pk,)).get())
+    assert first.status == "failed" and first.schedule_id == schedule.pk and first.finished_at
+    assert "route 'chat'" in first.error and "not available" in first.error, first.error
+    assert any(r.levelname == "WARNING" and "route 'chat'" in r.getMessage() for r in caplog.records)
+    listed = acme.client("viewer").get(acme.url(f"projects/{acme.project.pk}/reports/"), {"status": "failed"})
+    assert [(r["id"], r["error"]) for r in listed.json()["results"]] == [(first.pk, first.error)]
+    row = acme.client("viewer").get(url(acme, f"{schedule.pk}/")).json()
+    assert (row["last_report"]["id"], row["last_report"]["status"]) == (first.pk, "failed")
+    assert len(mail.outbox) == 1 and "failed" in mail.outbox[0].subject and first.error in mail.outbox[0].body
+    assert f"/agent/{first.pk}/" in mail.outbox[0].body
+    assert [(h["kind"], h["report"], h["error"]) for h in hooks] == [("agent_failed", first.pk, first.error)]
+
+    second = AgentReport.objects.get(pk=agent_run_schedule.apply(args=(schedule.pk,)).get())
+    assert second.status == "failed" and second.error == first.error
+    assert len(mail.outbox) == 1 and len(hooks) == 1  # the same reason: not alerted again
+
+    routes.route_update(actor=system_actor(acme.org, "t"), route=acme.route, data={"is_active": True})
+    AgentReport.objects.create(project=acme.project, route=acme.route, schedule=schedule, status="failed",
+                               window_start=NOW - dt.timedelta(days=7), window_end=NOW, error="budget exhausted")
+    routes.route_update(actor=system_actor(acme.org, "t"), route=acme.route, data={"is_active": False})
+    agent_run_schedule.apply(args=(schedule.pk,)).get()
+    assert len(mail.outbox) == 2 and len(hooks) == 2  # another reason in between: alerted again
+
+
+def test_a_scheduled_report_that_fails_alerts_once_per_reason(acme: Tenant, hooks: list[dict[str, Any]]) -> None:
+    schedule = make_schedule(acme)
+    one = scheduled(acme, schedule, 3, status="failed", findings={})
+    AgentReport.objects.filter(pk=one.pk).update(error="The model failed: 503")
+    one.refresh_from_db()
+    assert schedules.after_report(one) == []
+    assert len(mail.outbox) == 1 and f"report {one.pk} failed" in mail.outbox[0].subject
+    assert "The model failed: 503" in mail.outbox[0].body and hooks[0]["kind"] == "agent_failed"
+    two = scheduled(acme, schedule, 2, status="failed", findings={})
+    AgentReport.objects.filter(pk=two.pk).update(error="The model failed: 503")
+    two.refresh_from_db()
+    schedules.after_report(two)
+    assert len(mail.outbox) == 1 and len(hooks) == 1
+    schedules.after_report(make_report(acme, status="failed"))  # unscheduled: no alert
+    assert len(mail.outbox) == 1
 
 
 # run now and beat's tick --------------------------------------------------------
@@ -160,10 +217,13 @@ def test_another_organizations_or_projects_schedules_are_404_and_never_listed(ac
     assert outsider.get(url(acme)).status_code == 404
     assert outsider.get(url(acme, f"{mine.pk}/")).status_code == 404
     assert outsider.post(url(acme, f"{mine.pk}/run/")).status_code == 404
-    # the lab's own URL: acme's team admin reads it, but does not manage the lab's team
-    assert acme.client("team_admin").get(url(acme, f"{labs.pk}/", lab)).status_code == 200
-    assert acme.client("team_admin").post(url(acme, f"{labs.pk}/run/", lab)).status_code == 403
-    assert acme.client("team_admin").delete(url(acme, f"{labs.pk}/", lab)).status_code == 403
+    # the lab's own URL: acme's team admin is outside the lab's team, so does not see its schedules (R2-11's
+    # row rule: they are read by those who read the team's usage), nor manages it; an org viewer reads them
+    assert acme.client("team_admin").get(url(acme, f"{labs.pk}/", lab)).status_code == 404
+    assert acme.client("viewer").get(url(acme, f"{labs.pk}/", lab)).status_code == 200
+    assert acme.client("team_admin").post(url(acme, f"{labs.pk}/run/", lab)).status_code == 404
+    assert acme.client("team_admin").delete(url(acme, f"{labs.pk}/", lab)).status_code == 404
+    assert acme.client("viewer").post(url(acme, f"{labs.pk}/run/", lab)).status_code == 403
     assert AgentSchedule.objects.filter(enabled=True).count() == 3 and not AgentReport.objects.exists()
 
 
@@ -247,9 +307,10 @@ def test_no_alert_for_new_findings_when_switched_off_nor_for_unscheduled_or_fail
     assert marks(second) == {"refusals": "known", "latency": "new"}  # marked, not alerted
     failed = scheduled(acme, quiet, 0, status="failed", findings={"x": 0.5})
     assert schedules.after_report(failed) == []
+    assert marks(failed) == {"x": "new"}  # not marked: a failed report is no comparison
     unscheduled = make_report(acme)
     assert schedules.after_report(unscheduled) == []
-    assert mail.outbox == [] and hooks == []
+    assert [h["kind"] for h in hooks] == ["agent_failed"] and len(mail.outbox) == 1  # the failure, no finding
 
 
 def test_the_previous_report_is_this_schedules_own(acme: Tenant, hooks: list[dict[str, Any]]) -> None:
@@ -258,6 +319,29 @@ def test_the_previous_report_is_this_schedules_own(acme: Tenant, hooks: list[dic
     report = scheduled(acme, two, 1, findings={"refusals": 0.1})
     assert [f.key for f in schedules.after_report(report)] == ["refusals"]  # new for schedule two
     assert marks(report) == {"refusals": "new"} and len(mail.outbox) == 1
+
+
+def test_an_alert_shows_the_agents_titles_short_and_without_links(acme: Tenant, hooks: list[dict[str, Any]],
+                                                                   settings: Any) -> None:
+    """R2-14: a finding's title is the model's words, shaped by trace content: an injected one reaches the
+    alert shortened, its links disabled, the mail says so and links to the report's page."""
+    settings.PORTAL_PUBLIC_URL = "https://portal.acme.test"
+    schedule = make_schedule(acme)
+    report = scheduled(acme, schedule, 1, findings={"injected": 0.3})
+    injected = "Security: www.evil.example says rotate keys at https://evil.example/r\nSubject: urgent " + "x" * 60
+    AgentFinding.objects.filter(report=report).update(title=injected)
+    schedules.after_report(report)
+    body = mail.outbox[0].body
+    for text in (body, json.dumps(hooks[0])):
+        assert "https://evil" not in text and "www.evil" not in text and "x" * 50 not in text
+    assert "hxxps://evil[.]example/r" in body and "www[.]evil[.]example" in body
+    assert "\nSubject: urgent" not in body  # one line
+    assert "the agent's words" in body and "links disabled" in body
+    page = f"https://portal.acme.test/orgs/acme/projects/{acme.project.pk}/agent/{report.pk}/"
+    assert page in body and hooks[0]["url"] == page
+    title = hooks[0]["new"][0]["title"]
+    assert title.startswith("Security: www[.]evil[.]example says rotate keys at hxxps://evil[.]example/r")
+    assert len(title) <= 80
 
 
 # the whole way: beat's tick, the loop (a scripted model, fixed tools), after_report, the alert ----------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -28,6 +27,7 @@ from evals.api.agent_serializers import (
     AgentMessageRequestSerializer,
     AgentReportRequestSerializer,
     AgentScheduleSerializer,
+    trace_url,
 )
 from evals.langfuse_client import LangfuseError
 from evals.models import LangfuseConnection
@@ -64,9 +64,9 @@ def checked(post: QueryDict, name: str) -> bool:
 
 
 def trace_link(conn: LangfuseConnection | None, trace_id: Any) -> tuple[str, str]:
-    """A trace id and its Langfuse page (the id quoted: it came from trace data)."""
+    """A trace id and its Langfuse page ("" without one), as the API links it (agent_serializers.trace_url)."""
     tid = str(trace_id)
-    return tid, conn.trace_url(quote(tid, safe="")) if conn and conn.langfuse_project_id else ""
+    return tid, trace_url(conn, tid) or ""
 
 
 def decorate(step: AgentStep, conn: LangfuseConnection | None) -> None:
@@ -233,7 +233,9 @@ class AgentFindingDataset(ProjectPage):
             return redirect(reverse("web:agent-report", kwargs={"org_slug": self.organization.slug, "project_id":
                                                                self.project.pk, "report_id": report.pk})
                             + f"#finding-{finding.index}")
-        messages.success(request, f"Dataset '{dataset.name}' holds the finding's traces: benchmark the fix on it.")
+        messages.success(request, f"Dataset '{dataset.name}' holds the finding's traces, their outputs in "
+                                  "metadata.output: write the expected outputs (these outputs went wrong), then "
+                                  "benchmark the fix on it.")
         return redirect("web:dataset", org_slug=self.organization.slug, project_id=self.project.pk,
                         dataset_id=dataset.pk)
 
