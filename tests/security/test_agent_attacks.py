@@ -528,3 +528,12 @@ def test_another_teams_usage_does_not_reach_a_member_through_a_report(acme: Tena
         assert listed.status_code in (200, 404) and "research-payroll-key" not in listed.content.decode()
         page = web_client(acme, role).get(f"/orgs/{acme.org.slug}/projects/{lab.pk}/agent/{r.pk}/")
         assert page.status_code == 404 and "research-payroll-key" not in page.content.decode()
+
+
+def test_a_schedule_cannot_fire_every_minute(acme: Tenant) -> None:  # R1-6
+    url = acme.url(f"projects/{acme.project.pk}/agent-schedules/")
+    for cron in ("* * * * *", "*/5 * * * *", "0,30 * * * *"):
+        response = acme.client("owner").post(url, {"name": "often", "route": "chat", "cron": cron}, format="json")
+        assert response.status_code == 400 and "cron" in response.json(), (cron, response.content)
+    hourly = acme.client("owner").post(url, {"name": "hourly", "route": "chat", "cron": "0 * * * *"}, format="json")
+    assert hourly.status_code == 201, hourly.content
