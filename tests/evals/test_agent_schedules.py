@@ -69,6 +69,25 @@ def test_a_schedule_is_weekly_by_default_on_beat_and_follows_its_changes(acme: T
     assert not PeriodicTask.objects.filter(pk=task.pk).exists() and not AgentSchedule.objects.exists()
 
 
+def test_the_schedule_list_reads_last_reports_in_its_query(acme: Tenant, django_assert_max_num_queries: Any) -> None:
+    """R2-8: each row's last report is annotated, not one query per schedule."""
+    def listed() -> list[dict[str, Any]]:
+        with django_assert_max_num_queries(12):
+            response = acme.client("viewer").get(url(acme))
+        assert response.status_code == 200
+        return list(response.json()["results"])
+
+    for i in range(10):
+        schedule = make_schedule(acme, name=f"s{i}")
+        for hours in (3, 1):
+            last = make_report(acme, schedule=schedule, status="failed" if hours == 1 else "succeeded",
+                               created_at=NOW - dt.timedelta(hours=hours))
+    rows = {r["name"]: r["last_report"] for r in listed()}
+    assert len(rows) == 10 and (rows["s9"]["id"], rows["s9"]["status"]) == (last.pk, "failed")
+    make_schedule(acme, name="never")
+    assert {r["name"]: r["last_report"] for r in listed()}["never"] is None
+
+
 @pytest.mark.parametrize("body,field", [
     ({"name": "s", "route": "chat", "cron": "every monday"}, "cron"),
     ({"name": "s", "route": "chat", "cron": "61 * * * *"}, "cron"),
