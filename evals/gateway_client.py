@@ -4,7 +4,9 @@ with the project's service key: budgeted and visible like any other use.
 Each call carries a W3C `traceparent` with a fresh trace id, so the call's
 Langfuse trace (if the project has Langfuse) and the portal's records share
 it. Rate limits (429 with Retry-After) and transient errors are retried a
-bounded number of times; a budget refusal is final."""
+bounded number of times; a budget refusal is final. With a `deadline`
+(time.monotonic()), the whole call, retries included, ends by it: each
+attempt's timeout is what is left, and no retry starts that could not."""
 
 from __future__ import annotations
 
@@ -55,10 +57,10 @@ class Completion:
 
 class GatewayClient:
     def __init__(self, api_key: str, *, base_url: str | None = None, timeout: float = 120.0, max_retries: int = 3,
-                 backoff: float = 0.5) -> None:
+                 backoff: float = 0.5, deadline: float | None = None) -> None:
         self.client = openai.OpenAI(base_url=f"{base_url or settings.GATEWAY_INTERNAL_URL}/v1", api_key=api_key,
                                     timeout=timeout, max_retries=0)
-        self.max_retries, self.backoff = max_retries, backoff
+        self.timeout, self.max_retries, self.backoff, self.deadline = timeout, max_retries, backoff, deadline
 
     def chat(self, model: str, messages: list[dict[str, Any]], *, purpose: str = "judge", **params: Any) -> Completion:
         """`purpose` names the call's Langfuse trace (`portal-<purpose>`) and tags it
@@ -71,6 +73,8 @@ class GatewayClient:
         attempt = 0
         while True:
             started = time.perf_counter()
+            if self.deadline is not None:
+                params["timeout"] = max(0.1, min(self.timeout, self.deadline - time.monotonic()))
             try:
                 raw = self.client.chat.completions.with_raw_response.create(
                     model=model, messages=messages, extra_headers=headers, **params)  # type: ignore[arg-type]
@@ -82,10 +86,12 @@ class GatewayClient:
                 delay = self.backoff * 2 ** attempt
             else:
                 return self._completion(raw, trace_id, started)
-            if error.permanent or attempt >= self.max_retries:
+            delay = min(delay, 30.0)
+            late = self.deadline is not None and time.monotonic() + delay + 0.5 >= self.deadline
+            if error.permanent or attempt >= self.max_retries or late:
                 raise error
             attempt += 1
-            time.sleep(min(delay, 30.0))
+            time.sleep(delay)
 
     @staticmethod
     def _completion(raw: Any, trace_id: str, started: float) -> Completion:

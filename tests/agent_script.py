@@ -7,6 +7,8 @@ on it as a real model would: it searches, reads the result's trace ids and
 cites them. The turn is chosen by how many assistant messages follow the
 request's last user message, so that a retried request gets the same turn and
 a follow-up question (a new conversation) starts at its own first turn.
+`count_prompt=True`: a reply without usage reports roughly what it was sent
+(tests/llm_standin.py rough_usage), as a real model's prompt grows.
 
     Script([lambda body: call("search_traces", {"limit": 5}),
             lambda body: call("record_finding", finding(body, step=last_step(body))),
@@ -20,6 +22,8 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from tests.llm_standin import rough_usage
 
 Message = dict[str, Any]
 Turn = Callable[[dict[str, Any]], "Message | str"]
@@ -90,8 +94,9 @@ class Script:
     (a request offering the `answer` tool). Past the end, a script ends with a plain text message."""
 
     def __init__(self, turns: Sequence[Turn], answer: Sequence[Turn] = (), *,
-                 tokens: dict[str, int] | None = None) -> None:
+                 tokens: dict[str, int] | None = None, count_prompt: bool = False) -> None:
         self.turns, self.answer_turns, self.tokens = list(turns), list(answer), tokens
+        self.count_prompt = count_prompt
         self.requests: list[dict[str, Any]] = []
 
     @staticmethod
@@ -109,4 +114,6 @@ class Script:
         reply = turns[n](body) if n < len(turns) else text("That is all I can say.")
         if self.tokens and isinstance(reply, dict) and "usage" not in reply:
             reply = reply | {"usage": self.tokens}
+        if self.count_prompt and not (isinstance(reply, dict) and "usage" in reply):
+            reply = (text(reply) if isinstance(reply, str) else reply) | {"usage": rough_usage(body, reply)}
         return reply

@@ -5,7 +5,10 @@ so every call still goes through the real LiteLLM proxy and the plugin.
 
 An answer is a str (the assistant's text) or a dict: an assistant message in
 OpenAI's format (`content`, `tool_calls`), with optional `usage` and
-`finish_reason` beside it (tests/agent_script.py builds them)."""
+`finish_reason` beside it (tests/agent_script.py builds them). Without a
+`usage`, the stand-in reports USAGE (50 prompt tokens), or with
+`count_prompt=True` roughly what it was sent (`rough_usage`: the JSON of the
+messages and tools / 4), so that token bounds mean something."""
 
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ Answer = Callable[[dict[str, Any]], "str | dict[str, Any]"]
 USAGE = {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
 
 
+def rough_usage(body: dict[str, Any], answer: str | dict[str, Any]) -> dict[str, int]:
+    """About what a real model would count: 4 characters a token, of the messages and tools sent and of the answer."""
+    sent = len(json.dumps([body.get("messages") or [], body.get("tools") or []], ensure_ascii=False))
+    return {"prompt_tokens": max(1, sent // 4), "completion_tokens": max(1, len(json.dumps(answer)) // 4)}
+
+
 def repairing_judge(score: float = 4) -> Answer:
     """Answers prose at first, and valid JSON when asked to repair."""
 
@@ -34,8 +43,8 @@ def repairing_judge(score: float = 4) -> Answer:
 
 
 class LLMStandin:
-    def __init__(self, answer: Answer, latency: float = 0.0) -> None:
-        self.answer, self.latency = answer, latency
+    def __init__(self, answer: Answer, latency: float = 0.0, *, count_prompt: bool = False) -> None:
+        self.answer, self.latency, self.count_prompt = answer, latency, count_prompt
         self.requests: list[dict[str, Any]] = []
         standin = self
 
@@ -49,7 +58,11 @@ class LLMStandin:
                 standin.requests.append(body)
                 if standin.latency:
                     time.sleep(standin.latency)
-                message, finish, usage = standin.message(standin.answer(body))
+                answer = standin.answer(body)
+                if standin.count_prompt and not (isinstance(answer, dict) and answer.get("usage")):
+                    answer = ({"content": answer} if isinstance(answer, str) else answer) | {
+                        "usage": rough_usage(body, answer)}
+                message, finish, usage = standin.message(answer)
                 reply = json.dumps({
                     "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "standin"),

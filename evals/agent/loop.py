@@ -11,7 +11,20 @@ the report, or answers a follow-up question.
   (prompt + completion, from usage), wall time and spend (the gateway's
   x-litellm-response-cost). Each is a clean stop: `partial`, with what was
   found kept (`failed` only when nothing was done). So is the gateway's
-  budget refusal.
+  budget refusal. The time bound also holds inside a turn: a model call (its
+  retries too) and the Langfuse client get at most the time left, and it is
+  checked before each tool call. At most MAX_CALLS_PER_TURN tool calls of one
+  turn run (the rest are answered "not run"). Tokens and spend are the
+  report's: a follow-up answer gets what the investigation and the earlier
+  answers left of them (steps and time are per answer).
+- What the model sends is data: its arguments are parsed once with one guard
+  (malformed, too deep or too long JSON is a tool error), and everything it
+  sent is cleaned of NUL characters (which PostgreSQL refuses) before it is
+  stored or compared (`clean`). A database refusal of the model's data ends
+  the conversation cleanly; it is not retried (a retry would buy the same turn).
+- Older tool results are sent to the model shortened (their counts and trace
+  ids) after KEEP_FULL_TURNS turns, so the history does not grow with every
+  full result; the stored step keeps it whole.
 - Every step is stored: the model's message (text, tool calls, tokens, cost,
   latency, its own trace id) and each tool call (arguments as sent, what the
   model was shown, the structured result and its traces, the error). What the
@@ -30,7 +43,8 @@ from decimal import Decimal
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError
+from django.conf import settings
+from django.db import DatabaseError, DataError, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
@@ -49,6 +63,14 @@ MAX_ARGUMENT_CHARS = 8000
 MAX_CONTENT_CHARS = 20000
 MAX_RESULT_BYTES = 200_000
 CALL_MAX_TOKENS = 4096  # completion tokens of one model call (less when the token bound is nearer)
+MAX_CALLS_PER_TURN = 10  # tool calls of one model turn that run; the rest are answered "not run"
+MAX_PARSED_ARGUMENT_CHARS = 20_000  # longer arguments are refused unparsed (the tools' own bound)
+MAX_ARGUMENT_DEPTH = 32  # nesting of the arguments' JSON
+KEEP_FULL_TURNS = 3  # tool results of the last turns are sent whole; older ones shortened
+SHORTEN_OVER = 800  # a result's message longer than this is shortened once it is old
+NOT_JSON = "the arguments are not valid JSON: send one JSON object"
+NOT_STORED = "the model's output could not be stored (it is logged); what was found is kept"
+NO_TOOLS = "the model did not call the report tools: does the route's model support tool calling?"
 UNEXPECTED = "The agent stopped on an unexpected error (it is logged); what it found is kept."
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED)
 
@@ -62,8 +84,9 @@ class Stop(Exception):
 
 
 def gateway(api_key: str, timeout: float) -> GatewayClient:
-    """The gateway client of one conversation (tests replace it)."""
-    return GatewayClient(api_key, timeout=timeout, max_retries=2)
+    """The gateway client of one model call (tests replace it): the call, its retries included, ends within
+    `timeout` seconds (what is left of the time bound)."""
+    return GatewayClient(api_key, timeout=min(120.0, timeout), max_retries=2, deadline=time.monotonic() + timeout)
 
 
 @dataclass
@@ -88,6 +111,9 @@ class Conversation:
         self.control_names = {s["function"]["name"] for s in self.controls}
         self.done = False  # finish_report / answer was called
         self.ended = ""  # why the model ended without it
+        self.called_tools = False  # the model asked for a tool call at least once
+        self.short: dict[int, str] = {}  # position in the messages -> the shortened tool result
+        self.turn_starts: list[int] = []  # position of each assistant message
         steps = AgentStep.objects.filter(report=report)
         self.by_index = {s.index: view(s) for s in steps.filter(kind="tool")}
         self.next_index = (steps.aggregate(m=Max("index"))["m"] or 0) + 1
@@ -98,15 +124,23 @@ class Conversation:
     # Bounds ---------------------------------------------------------------
 
     def check_bounds(self) -> None:
+        """Steps and time are this conversation's; tokens and spend the report's (investigation and answers)."""
         r, used = self.report, self.used
+        of = " for the report" if self.answering else ""
         if used.steps >= r.max_steps:
             raise Stop(f"step limit reached ({r.max_steps} model turns)")
-        if used.tokens >= r.max_tokens:
-            raise Stop(f"token limit reached ({used.tokens} of {r.max_tokens} tokens)")
-        if self.elapsed() >= r.max_seconds:
-            raise Stop(f"time limit reached ({r.max_seconds} s)")
-        if used.cost >= r.max_spend:
-            raise Stop(f"spend limit reached (${used.cost:.6f} of ${r.max_spend})")
+        if r.tokens_used >= r.max_tokens:
+            raise Stop(f"token limit reached ({r.tokens_used} of {r.max_tokens} tokens{of})")
+        self.check_time()
+        if r.cost >= r.max_spend:
+            raise Stop(f"spend limit reached (${r.cost:.6f} of ${r.max_spend}{of})")
+
+    def check_time(self) -> None:
+        if self.remaining() <= 0:
+            raise Stop(f"time limit reached ({self.report.max_seconds} s)")
+
+    def remaining(self) -> float:
+        return self.report.max_seconds - self.elapsed()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -135,59 +169,102 @@ class Conversation:
         """The opening and, for a resumed conversation, what its stored steps say was said."""
         messages = self.opening()
         pending: list[str] = []
+        skipped: list[str] = []
+
+        def close() -> None:
+            messages.extend({"role": "tool", "tool_call_id": c, "content": interrupted()} for c in pending)
+            messages.extend({"role": "tool", "tool_call_id": c, "content": prompts.not_run(MAX_CALLS_PER_TURN)}
+                            for c in skipped)
+
         for step in AgentStep.objects.filter(report=self.report, message=self.message).order_by("index"):
             if step.kind == "model":
-                messages += [{"role": "tool", "tool_call_id": c, "content": interrupted()} for c in pending]
+                close()
                 calls = step.arguments if isinstance(step.arguments, list) else []
+                self.turn_starts.append(len(messages))
                 messages.append(assistant(step.content, calls))
-                pending = [c["id"] for c in calls]
+                self.called_tools = self.called_tools or bool(calls)
+                pending = [c["id"] for c in calls[:MAX_CALLS_PER_TURN]]
+                skipped = [c["id"] for c in calls[MAX_CALLS_PER_TURN:]]
             elif step.tool_call_id in pending:
                 pending.remove(step.tool_call_id)
+                self.keep_short(len(messages), step.index, step.tool_name, step.result_digest, data=step.result,
+                                trace_ids=list(step.trace_ids or []), error=step.error)
                 messages.append({"role": "tool", "tool_call_id": step.tool_call_id, "content": step.result_digest})
-        messages += [{"role": "tool", "tool_call_id": c, "content": interrupted()} for c in pending]
+        close()
         return messages
+
+    def keep_short(self, position: int, index: int, tool: str, digest: str, *, data: Any, trace_ids: list[str],
+                   error: str) -> None:
+        if len(digest) > SHORTEN_OVER:
+            self.short[position] = prompts.short_message(index, tool, data=data, trace_ids=trace_ids, error=error)
+
+    def sent(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What the model is sent: tool results of turns before the last KEEP_FULL_TURNS shortened."""
+        if len(self.turn_starts) <= KEEP_FULL_TURNS:
+            return messages
+        recent = self.turn_starts[-KEEP_FULL_TURNS]
+        return [m | {"content": self.short[n]} if n < recent and n in self.short else m
+                for n, m in enumerate(messages)]
 
     def run(self) -> None:
         """Model turns until the model finishes, ends or a bound stops it (Stop)."""
         messages = self.history()
+        self.check_time()
         conn = getattr(self.report.project, "langfuse_connection", None)
-        langfuse = conn.client() if conn is not None and conn.enabled else None
+        timeout = min(float(settings.LANGFUSE_TIMEOUT), max(1.0, self.remaining()))
+        langfuse = conn.client(timeout=timeout) if conn is not None and conn.enabled else None
         ctx = tools.ToolContext(project=self.report.project, window_start=self.report.window_start,
                                 window_end=self.report.window_end, langfuse=langfuse)
         api_key = service_key(self.report.project)
         try:
             while not self.done and not self.ended:
                 self.check_bounds()
-                completion = self.call(api_key, messages)
+                completion = self.call(api_key, self.sent(messages))
                 calls = self.record_model(completion, messages)
                 if not calls:
-                    self.ended = "the model ended without " + ("an answer" if self.answering else "finish_report")
-                    self.no_control(completion.content)
-                for call in calls:
+                    self.ended = self.why_ended()
+                    self.no_control(clean(completion.content))
+                for n, call in enumerate(calls):
+                    if n >= MAX_CALLS_PER_TURN:
+                        messages.append({"role": "tool", "tool_call_id": call.id,
+                                         "content": prompts.not_run(MAX_CALLS_PER_TURN)})
+                        continue
+                    self.check_time()
                     self.run_tool(ctx, call, messages)
         finally:
             if langfuse is not None:
                 langfuse.close()
 
+    def why_ended(self) -> str:
+        if not self.called_tools:
+            return NO_TOOLS
+        if self.answering:
+            return "the model ended without calling the answer tool (its text is kept as the answer, nothing cited)"
+        return "the model ended without calling finish_report (its text is kept as the summary)"
+
     def call(self, api_key: str, messages: list[dict[str, Any]]) -> Completion:
         r = self.report
-        remaining = r.max_seconds - self.elapsed()
         try:
-            return gateway(api_key, max(5.0, min(120.0, remaining))).chat(
+            return gateway(api_key, max(1.0, self.remaining())).chat(
                 r.route.name, messages, purpose="agent", tools=[*self.data_specs, *self.controls],
-                tool_choice="auto", max_tokens=max(256, min(CALL_MAX_TOKENS, r.max_tokens - self.used.tokens)))
+                tool_choice="auto", max_tokens=max(256, min(CALL_MAX_TOKENS, r.max_tokens - r.tokens_used)))
         except GatewayCallError as exc:
             if exc.budget:
                 raise Stop(f"the gateway refused the call: {exc}"[:300]) from None
             raise Stop(f"the model call failed: {exc}"[:300], error=str(exc)[:1000]) from None
 
     def record_model(self, completion: Completion, messages: list[dict[str, Any]]) -> list[ToolCall]:
-        calls = [ToolCall(id=(c.id or f"call_{self.next_index}_{n}")[:100], name=c.name, arguments=c.arguments)
-                 for n, c in enumerate(completion.tool_calls)]
-        asked = [{"id": c.id, "name": c.name[:100], "arguments": c.arguments[:MAX_ARGUMENT_CHARS]} for c in calls]
+        # ids and names cleaned here (they are sent back and stored); the arguments are parsed as sent (run_tool)
+        calls = [ToolCall(id=clean(c.id or f"call_{self.next_index}_{n}")[:100], name=clean(c.name),
+                          arguments=c.arguments) for n, c in enumerate(completion.tool_calls)]
+        asked = [{"id": c.id, "name": c.name[:100],
+                  "arguments": clean(c.arguments[:MAX_ARGUMENT_CHARS]) if n < MAX_CALLS_PER_TURN else ""}
+                 for n, c in enumerate(calls)]
+        self.called_tools = self.called_tools or bool(calls)
+        content = clean(completion.content)
         cost = Decimal(str(completion.cost))
         tokens = completion.prompt_tokens + completion.completion_tokens
-        self.save_step(kind="model", content=completion.content[:MAX_CONTENT_CHARS], arguments=asked or None,
+        self.save_step(kind="model", content=content[:MAX_CONTENT_CHARS], arguments=asked or None,
                        prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                        cost=cost, latency_ms=completion.latency_ms, llm_trace_id=completion.trace_id[:64])
         self.used.steps, self.used.tokens, self.used.cost = self.used.steps + 1, self.used.tokens + tokens, \
@@ -198,11 +275,14 @@ class Conversation:
         if self.message is not None:
             self.message.cost = self.used.cost
             self.message.save(update_fields=["cost"])
-        messages.append(assistant(completion.content, asked))
+        self.turn_starts.append(len(messages))
+        messages.append(assistant(content, asked))
         return calls
 
     def save_step(self, **fields: Any) -> AgentStep:
-        step = AgentStep.objects.create(report=self.report, message=self.message, index=self.next_index, **fields)
+        with transaction.atomic():  # a refused write (DataError) leaves the connection usable
+            step = AgentStep.objects.create(report=self.report, message=self.message, index=self.next_index,
+                                            **fields)
         self.next_index += 1
         return step
 
@@ -210,32 +290,34 @@ class Conversation:
 
     def run_tool(self, ctx: tools.ToolContext, call: ToolCall, messages: list[dict[str, Any]]) -> None:
         index = self.next_index
-        if call.name in self.control_names:
-            result = self.control(call.name, call.arguments, index)
-        elif call.name in self.data_names:
-            try:
-                result = tools.call(ctx, call.name, call.arguments)
-            except Exception:  # the contract says it never raises; a bug in a tool must not end the report
-                log.exception("agent tool %s failed", call.name)
-                result = tools.ToolResult(text="", data={}, trace_ids=[], error="the tool failed")
-        else:
+        arguments = parse_arguments(call.arguments)  # once, for the tool, the control and the record
+        if call.name not in self.control_names | self.data_names:
             offered = ", ".join(sorted(self.data_names | self.control_names))
             result = tools.ToolResult(text="", data={}, trace_ids=[],
                                       error=f"unknown tool {call.name[:100]!r}; the tools are: {offered}")
-        digest = prompts.tool_message(index, call.name[:100], text=result.text, error=result.error)
-        data = result.data if len(json.dumps(result.data, default=str)) <= MAX_RESULT_BYTES else {"truncated": True}
-        trace_ids = [str(t)[:200] for t in result.trace_ids[:500]]
+        elif arguments.value is None:
+            result = tools.ToolResult(text="", data={}, trace_ids=[], error=arguments.error)
+        elif call.name in self.control_names:
+            result = self.control(call.name, clean(arguments.value), index)
+        else:
+            try:  # the data tool gets them as sent: it refuses a NUL with its own message
+                result = tools.call(ctx, call.name, arguments.value)
+            except Exception:  # the contract says it never raises; a bug in a tool must not end the report
+                log.exception("agent tool %s failed", call.name)
+                result = tools.ToolResult(text="", data={}, trace_ids=[], error="the tool failed")
+        text, error = clean(result.text), clean(result.error)
+        digest = prompts.tool_message(index, call.name[:100], text=text, error=error)
+        data = stored_data(result.data)
+        trace_ids = [clean(str(t))[:200] for t in result.trace_ids[:500]]
         step = self.save_step(kind="tool", tool_call_id=call.id, tool_name=call.name[:100],
-                              arguments=sent_arguments(call.arguments), result_digest=digest,
-                              result=json.loads(json.dumps(data, default=str)), trace_ids=trace_ids,
-                              truncated=result.truncated, error=result.error[:500])
+                              arguments=arguments.record, result_digest=digest, result=data, trace_ids=trace_ids,
+                              truncated=result.truncated, error=error[:500])
         self.by_index[step.index] = view(step)
+        self.keep_short(len(messages), step.index, step.tool_name, digest, data=data, trace_ids=trace_ids,
+                        error=step.error)
         messages.append({"role": "tool", "tool_call_id": call.id, "content": digest})
 
-    def control(self, name: str, raw: str, index: int) -> tools.ToolResult:
-        arguments = parse_arguments(raw)
-        if arguments is None:
-            return tools.ToolResult(text="", data={}, trace_ids=[], error="the arguments are not a JSON object")
+    def control(self, name: str, arguments: dict[str, Any], index: int) -> tools.ToolResult:
         if self.done:
             return tools.ToolResult(text="", data={}, trace_ids=[], error="already finished")
         if name == "record_finding":
@@ -245,7 +327,8 @@ class Conversation:
             if not isinstance(summary, str):
                 return tools.ToolResult(text="", data={}, trace_ids=[], error="'summary' must be a string")
             self.report.summary, self.done = summary.strip()[:4000], True
-            self.report.save(update_fields=["summary"])
+            with transaction.atomic():
+                self.report.save(update_fields=["summary"])
             return outcome({"finished": True})
         return self.record_answer(arguments)
 
@@ -260,7 +343,8 @@ class Conversation:
         except Refused as refused:
             self.drop(arguments, refused.reason)
             return outcome({"kept": False, "reason": refused.reason})
-        finding = save_finding(r, checked)
+        with transaction.atomic():
+            finding = save_finding(r, checked)
         return outcome({"kept": True, "finding": finding.index, "count": finding.count, "share": finding.share,
                         "cost": float(finding.cost) if finding.cost is not None else None})
 
@@ -272,7 +356,8 @@ class Conversation:
             r.dropped = [*r.dropped, {"title": str(title)[:200] if title else "", "reason": reason[:500],
                                       "trace_ids": [str(t)[:200] for t in listed(arguments.get("trace_ids"))][:20],
                                       "steps": [s for s in listed(arguments.get("steps")) if isinstance(s, int)][:20]}]
-        r.save(update_fields=["findings_dropped", "dropped"])
+        with transaction.atomic():
+            r.save(update_fields=["findings_dropped", "dropped"])
 
     def record_answer(self, arguments: dict[str, Any]) -> tools.ToolResult:
         message = self.message
@@ -282,19 +367,21 @@ class Conversation:
             return tools.ToolResult(text="", data={}, trace_ids=[], error="'text' must be a non-empty string")
         kept, refused = check_citations(arguments.get("evidence"), self.by_index)
         message.content, message.evidence, message.evidence_dropped = text.strip()[:8000], kept, len(refused)
-        message.save(update_fields=["content", "evidence", "evidence_dropped"])
+        with transaction.atomic():
+            message.save(update_fields=["content", "evidence", "evidence_dropped"])
         self.done = True
         return outcome({"answered": True, "evidence_kept": len(kept), "evidence_refused": refused[:20]})
 
     def no_control(self, content: str) -> None:
         """The model ended with text only: that text is the summary (or the answer), nothing cited."""
         text = content.strip()
-        if self.message is not None:
-            self.message.content = text[:8000]
-            self.message.save(update_fields=["content"])
-        elif text and not self.report.summary:
-            self.report.summary = text[:4000]
-            self.report.save(update_fields=["summary"])
+        with transaction.atomic():
+            if self.message is not None:
+                self.message.content = text[:8000]
+                self.message.save(update_fields=["content"])
+            elif text and not self.report.summary:
+                self.report.summary = text[:4000]
+                self.report.save(update_fields=["summary"])
 
 
 # Helpers ------------------------------------------------------------------
@@ -321,24 +408,80 @@ def outcome(data: dict[str, Any]) -> tools.ToolResult:
     return tools.ToolResult(text=json.dumps(data), data=data, trace_ids=[])
 
 
-def parse_arguments(raw: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    if isinstance(raw, dict):
-        return raw
+def clean(value: Any) -> Any:
+    """What the model sent, fit to store and compare: every NUL (PostgreSQL refuses it in text and jsonb)
+    replaced by U+FFFD, in strings and in keys, at any depth. The one sanitiser of the loop."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {clean(k) if isinstance(k, str) else k: clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+@dataclass
+class Arguments:
+    """A tool call's arguments, parsed once: `value` the object as sent (None when refused, `error` says why);
+    `record` what the step stores (parsed when JSON and short, else the bounded text; cleaned)."""
+
+    value: dict[str, Any] | None
+    error: str
+    record: Any
+
+
+def parse_arguments(raw: str | None) -> Arguments:
+    text = raw if isinstance(raw, str) else ""
+    if not text.strip():
+        return Arguments({}, "", None)
+    bounded = clean(text[:MAX_ARGUMENT_CHARS])
+    if len(text) > MAX_PARSED_ARGUMENT_CHARS:
+        return Arguments(None, f"the arguments are longer than {MAX_PARSED_ARGUMENT_CHARS} characters", bounded)
     try:
-        value = json.loads(raw or "{}")
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        value = json.loads(text, parse_constant=not_a_number, parse_float=finite)
+    except (ValueError, RecursionError):
+        return Arguments(None, NOT_JSON, bounded)
+    if nesting(value) > MAX_ARGUMENT_DEPTH:
+        return Arguments(None, f"the arguments are nested more than {MAX_ARGUMENT_DEPTH} levels deep", bounded)
+    record = clean(value) if len(text) <= MAX_ARGUMENT_CHARS else bounded
+    if not isinstance(value, dict):
+        return Arguments(None, "the arguments are not a JSON object: send one JSON object", record)
+    return Arguments(value, "", record)
 
 
-def sent_arguments(raw: str) -> Any:
-    """The arguments as the model sent them, for the record: parsed when JSON, else the bounded text."""
-    if len(raw) <= MAX_ARGUMENT_CHARS:
-        try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            pass
-    return raw[:MAX_ARGUMENT_CHARS]
+def not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def finite(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{literal[:20]} is not a finite number")
+    return value
+
+
+def nesting(value: Any) -> int:
+    """How deeply `value` nests lists and objects (without recursion; stops past MAX_ARGUMENT_DEPTH)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_ARGUMENT_DEPTH:
+                break
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def stored_data(data: Any) -> Any:
+    """A tool's structured result as the step stores it: JSON, cleaned, bounded."""
+    try:
+        text = json.dumps(data, default=str)
+        if len(text) > MAX_RESULT_BYTES:
+            return {"truncated": True}
+        return clean(json.loads(text))
+    except (ValueError, RecursionError):
+        return {"truncated": True}
 
 
 def listed(value: Any) -> list[Any]:
@@ -375,6 +518,10 @@ def converse(conversation: Conversation) -> tuple[str, str, str]:
     except SoftTimeLimitExceeded:
         reason = f"time limit reached ({conversation.report.max_seconds} s)"
         return (RunStatus.PARTIAL if conversation.used.steps else RunStatus.FAILED), reason, ""
+    except DataError:  # the database refused what the model sent: a retry would buy the same turn again
+        log.exception("agent conversation of report %s: the model's output was refused", conversation.report.pk)
+        did = conversation.used.steps > 0
+        return (RunStatus.PARTIAL if did else RunStatus.FAILED), NOT_STORED, "" if did else NOT_STORED
     except DatabaseError:
         raise  # the task retries; the retry resumes from the stored steps
     except Exception:
@@ -382,7 +529,7 @@ def converse(conversation: Conversation) -> tuple[str, str, str]:
         return RunStatus.FAILED, "", UNEXPECTED
     if conversation.done:
         return RunStatus.SUCCEEDED, "", ""
-    return RunStatus.SUCCEEDED, conversation.ended, ""
+    return RunStatus.PARTIAL, conversation.ended, ""  # the model did not finish its report (or answer)
 
 
 def investigate(report_id: int) -> AgentReport | None:

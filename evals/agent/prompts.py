@@ -118,3 +118,33 @@ def tool_message(step: int, tool: str, *, text: str = "", error: str = "") -> st
             framed["data"] = text
     framed["note"] = UNTRUSTED
     return json.dumps(framed, ensure_ascii=False, separators=(",", ":"))
+
+
+SHORTENED = ("an older result, shortened to save tokens: the stored step keeps it whole and your evidence may "
+             "still cite it; call the tool again to read it whole")
+MAX_SHORT_IDS = 20
+
+
+def short_message(step: int, tool: str, *, data: Any, trace_ids: list[str], error: str = "") -> str:
+    """An older tool result as the model sees it after a few turns: its step, counts and trace ids (what
+    evidence cites), not its rows."""
+    framed: dict[str, Any] = {"step": step, "tool": tool}
+    if error:
+        framed["error"] = error[:300]
+    else:
+        if isinstance(data, dict):
+            framed |= {k: data[k] for k in ("matched", "window_total", "truncated") if isinstance(data.get(k),
+                                                                                             int | float | bool)}
+        ids = [t[:100] for t in trace_ids[:MAX_SHORT_IDS]]
+        if ids:
+            framed["trace_ids"] = ids
+        if len(trace_ids) > len(ids):
+            framed["trace_ids_total"] = len(trace_ids)
+    framed["shortened"] = SHORTENED
+    framed["note"] = UNTRUSTED
+    return json.dumps(framed, ensure_ascii=False, separators=(",", ":"))
+
+
+def not_run(limit: int) -> str:
+    return json.dumps({"error": f"not run: at most {limit} tool calls per turn; call it again in a later turn "
+                                "if it is still needed"})

@@ -86,6 +86,12 @@ def message_create(*, actor: Actor, report: AgentReport, content: str) -> AgentM
         raise ValidationError({"content": "The investigation is still running; ask when it has finished."})
     if report.messages.filter(role="assistant", status__in=BUSY).exists():
         raise ValidationError({"content": "The previous question is still being answered."})
+    if report.cost >= report.max_spend or report.tokens_used >= report.max_tokens:
+        # an answer gets what is left of the report's spend and tokens: nothing is left
+        used = (f"${report.cost:.4f} of ${report.max_spend:.2f}" if report.cost >= report.max_spend
+                else f"{report.tokens_used} of {report.max_tokens} tokens")
+        raise ValidationError({"content": f"This report's bounds are used up ({used}): start a new investigation "
+                                          "to ask more."})
     check_route(project, report.route)
     AgentMessage.objects.create(report=report, role="user", content=text, created_by=actor.user)
     answer = AgentMessage.objects.create(report=report, role="assistant", status=RunStatus.QUEUED,

@@ -45,10 +45,8 @@ class Tools:
 
     def call(self, ctx: ToolContext, name: str, raw: Any) -> ToolResult:
         self.contexts.append(ctx)
-        try:
-            args = json.loads(raw or "{}")
-        except ValueError:
-            return ToolResult("", {}, [], error="the arguments are not valid JSON: send one JSON object")
+        assert isinstance(raw, dict)  # the loop parses the model's arguments once
+        args = raw
         self.calls.append((name, args))
         if set(args) - {"limit", "trace_id"}:
             return ToolResult("", {}, [], error="unknown argument; the project is fixed by the portal")
@@ -219,12 +217,18 @@ def test_the_time_bound_and_the_budget_refusal_stop_cleanly(acme: Tenant, tools:
     assert later.error == "" and later.findings.count() == 1
 
 
-def test_a_model_that_ends_without_finish_report_still_finishes_the_report(
+def test_a_model_that_ends_without_finish_report_ends_the_report_as_partial(
         acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
     use(monkeypatch, search, record, lambda body: text("I found slow answers."))
     done = loop.investigate(report(acme).pk)
-    assert done is not None and done.status == "succeeded" and done.summary == "I found slow answers."
-    assert "without finish_report" in done.stop_reason and done.findings.count() == 1
+    assert done is not None and done.status == "partial" and done.summary == "I found slow answers."
+    assert "without calling finish_report" in done.stop_reason and done.findings.count() == 1
+    # a model that never calls a tool (a route whose model ignores `tools`): the reason says what to check
+    use(monkeypatch, lambda body: text("Everything looks fine."))
+    talker = loop.investigate(report(acme).pk)
+    assert talker is not None and talker.status == "partial" and talker.summary == "Everything looks fine."
+    assert talker.stop_reason == "the model did not call the report tools: does the route's model support tool " \
+                                 "calling?"
 
 
 def test_a_retried_task_resumes_the_conversation_from_the_stored_steps(
@@ -319,3 +323,204 @@ def test_reports_and_answers_whose_worker_was_lost_are_ended_by_beat(acme: Tenan
     statuses = dict(AgentReport.objects.values_list("pk", "status"))
     assert (statuses[idle.pk], statuses[worked.pk], statuses[fresh.pk]) == ("failed", "partial", "queued")
     assert AgentMessage.objects.get(pk=message.pk).status == "failed"
+
+
+# Review fixes (R1-1..4, R2-5, R2-9, R2-13) ---------------------------------------------------------
+
+DEEP = "[" * 3000 + "]" * 3000
+
+
+@pytest.mark.parametrize("name,arguments", [
+    ("search_traces", DEEP), ("record_finding", '{"title": ' + DEEP + "}"), ("finish_report", DEEP),
+    ("search_traces", '{"limit": ' + "[" * 40 + "]" * 40 + "}"), ("search_traces", '{"limit": NaN}'),
+    ("search_traces", '{"limit": 1e999}'),
+])
+def test_deep_or_odd_json_arguments_are_a_tool_error_not_a_failed_report(
+        acme: Tenant, tools: Tools, monkeypatch: Any, name: str, arguments: str) -> None:
+    use(monkeypatch, lambda body: calls((name, arguments)), finish)
+    r = report(acme)
+    done = loop.investigate(r.pk)
+    assert done is not None and done.status == "succeeded", (done.status, done.error)
+    step = AgentStep.objects.get(report=r, index=2)
+    assert "not valid JSON" in step.error or "nested more than" in step.error, step.error
+    assert isinstance(step.arguments, str) and len(step.arguments) <= loop.MAX_ARGUMENT_CHARS
+    assert not tools.calls  # the tool never saw it
+
+
+def test_the_arguments_are_parsed_once(acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    parsed: list[str] = []
+    real = loop.json.loads
+
+    def counting(text: Any, **kwargs: Any) -> Any:
+        if isinstance(text, str) and "limit" in text:
+            parsed.append(text)
+        return real(text, **kwargs)
+
+    use(monkeypatch, search, finish)
+    monkeypatch.setattr(loop.json, "loads", counting)
+    loop.investigate(report(acme).pk)
+    assert parsed == ['{"limit": 5}']
+
+
+NUL_TURNS = [
+    ("a\x00b", [("search_traces", "{}")]),
+    ("", [("search_traces", '{"limit": 5, "x\\u0000": 1}')]),
+    ("", [("no\x00tool", "{}")]),
+    ("", [("search_traces", "{}", "id\x00")]),
+    ("", [("record_finding", '{"title": "x\\u0000", "problem": "p\\u0000", "count": 1, "change_kind": "prompt", '
+                             '"change": "c", "trace_ids": ["t\\u0000"], "steps": [99]}')]),
+    ("", [("finish_report", '{"summary": "done\\u0000"}')]),
+]
+
+
+@pytest.mark.parametrize("content,asked", NUL_TURNS)
+def test_a_nul_from_the_model_never_reaches_the_database(
+        acme: Tenant, tools: Tools, monkeypatch: Any, content: str, asked: list[tuple[str, ...]]) -> None:
+    def turn(body: dict[str, Any]) -> dict[str, Any]:
+        message = calls(*[(a[0], a[1]) for a in asked], content=content)
+        for c, a in zip(message["tool_calls"], asked, strict=True):
+            if len(a) > 2:
+                c["id"] = a[2]
+        return message
+
+    use(monkeypatch, turn, finish)
+    r = report(acme)
+    done = loop.investigate(r.pk)
+    assert done is not None and done.status == "succeeded", (done.status, done.error, done.stop_reason)
+    stored = [*AgentStep.objects.filter(report=r).values(), *AgentReport.objects.filter(pk=r.pk).values(),
+              *AgentFinding.objects.filter(report=r).values()]
+    assert not has_nul(stored)
+    assert AgentStep.objects.filter(report=r).count() == (2 if asked[0][0] == "finish_report" else 4)
+
+
+def has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    return isinstance(value, list | tuple) and any(has_nul(v) for v in value)
+
+
+def test_a_database_refusal_of_the_models_data_stops_cleanly_and_is_not_retried(
+        acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    monkeypatch.setattr(loop, "clean", lambda value: value)  # the sanitiser broken: PostgreSQL refuses the NUL
+    gateway = use(monkeypatch, search, lambda body: text("a\x00b"), finish)
+    r = report(acme)
+    done = loop.investigate(r.pk)  # no DataError for the task to retry (and buy the same turn again)
+    assert done is not None and done.status == "partial" and done.stop_reason == loop.NOT_STORED
+    assert len(gateway.bodies) == 2 and AgentStep.objects.filter(report=r).count() == 2
+
+
+def test_at_most_ten_tool_calls_of_a_turn_run_and_the_rest_are_answered(
+        acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    gateway = use(monkeypatch, lambda body: calls(*[("search_traces", {"limit": 5})] * 300), finish)
+    r = report(acme, max_steps=2)
+    done = loop.investigate(r.pk)
+    assert done is not None and done.status == "succeeded"
+    assert AgentStep.objects.filter(report=r, kind="tool", tool_name="search_traces").count() == 10
+    assert len(tools.calls) == 10
+    sent = gateway.bodies[1]["messages"]
+    asked = {c["id"] for c in sent[-301]["tool_calls"]}
+    answered = [m for m in sent if m["role"] == "tool"]
+    assert len(asked) == 300 and {m["tool_call_id"] for m in answered} == asked  # the conversation stays valid
+    assert sum("not run: at most 10 tool calls per turn" in m["content"] for m in answered) == 290
+    # resumed from the stored steps, the same answers
+    assert [m["content"] for m in loop.Conversation(done).history() if m["role"] == "tool"][:300] == [
+        m["content"] for m in answered]
+
+
+def test_the_time_bound_is_checked_before_each_tool_call(acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    use(monkeypatch, lambda body: calls(*[("search_traces", {"limit": 5})] * 5), finish)
+    monkeypatch.setattr(loop.Conversation, "elapsed", lambda self: 6.0 * len(tools.calls))  # 6 s a tool call
+    r = report(acme, max_seconds=20)
+    done = loop.investigate(r.pk)
+    assert done is not None and done.status == "partial" and done.stop_reason == "time limit reached (20 s)"
+    assert len(tools.calls) == 4
+
+
+def test_a_model_call_gets_the_time_left_and_is_not_retried_past_it(monkeypatch: Any) -> None:
+    from evals.gateway_client import GatewayClient
+
+    slow = LLMStandin(lambda body: "late", latency=6.0).start()
+    try:
+        client = GatewayClient("sk", base_url=slow.url, timeout=120, max_retries=5, backoff=0.1,
+                               deadline=loop.time.monotonic() + 1.0)
+        began = loop.time.monotonic()
+        with pytest.raises(GatewayCallError):
+            client.chat("chat", [{"role": "user", "content": "hi"}])
+        assert loop.time.monotonic() - began < 4.5 and len(slow.requests) == 1  # timed out once, no retry
+    finally:
+        slow.stop()
+
+
+def test_the_call_and_langfuse_get_what_is_left_of_the_time(acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    timeouts: list[float] = []
+    gateway = use(monkeypatch, search, finish)
+    monkeypatch.setattr(loop, "gateway", lambda api_key, timeout: timeouts.append(timeout) or gateway)
+    monkeypatch.setattr(loop.Conversation, "elapsed", lambda self: 97.0 + 0.5 * self.used.steps)
+    done = loop.investigate(report(acme, max_seconds=100).pk)
+    assert done is not None and done.status == "succeeded"
+    assert timeouts == [3.0, 2.5]  # the time left, not a floor of 5 s past the bound
+
+
+def test_follow_ups_get_what_is_left_of_the_reports_spend_and_then_are_refused(
+        acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    many = [search] * 10
+    use(monkeypatch, *many, answer=tuple(many), cost=0.4)
+    r = report(acme, max_spend=Decimal("1.00"))
+    loop.investigate(r.pk)
+    r.refresh_from_db()
+    assert r.status == "partial" and r.cost == Decimal("1.2")  # one call's overshoot at most
+    actor = actor_for_user(acme.org, acme.users["owner"])
+    with pytest.raises(ValidationError) as refused:
+        services.message_create(actor=actor, report=r, content="And?")
+    assert "bounds are used up ($1.2000 of $1.00)" in refused.value.message_dict["content"][0]
+    # an answer queued anyhow (or before the spend was used up) is not run past it
+    AgentMessage.objects.create(report=r, role="user", content="q")
+    answered = loop.answer(AgentMessage.objects.create(report=r, role="assistant", status="queued").pk)
+    assert answered is not None and answered.status == "failed" and "for the report" in answered.error
+    r.refresh_from_db()
+    assert r.cost == Decimal("1.2")
+
+
+def test_a_follow_up_answer_stops_at_the_reports_token_bound(acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    gateway = use(monkeypatch, search, record, finish, answer=tuple([search] * 10))
+    gateway.script.tokens = usage(100, 50)
+    r = report(acme, max_tokens=1000)
+    loop.investigate(r.pk)  # 3 turns x 150 tokens
+    AgentMessage.objects.create(report=r, role="user", content="q")
+    answered = loop.answer(AgentMessage.objects.create(report=r, role="assistant", status="queued").pk)
+    assert answered is not None and answered.status == "partial"
+    assert answered.stop_reason.startswith("token limit reached") and "for the report" in answered.stop_reason
+    r.refresh_from_db()
+    assert r.tokens_used == 1050 and answered.cost == Decimal("0.004")  # 4 turns of the answer
+
+
+class BigTools(Tools):
+    """Search results of ~6,000 characters (long outputs), as a real project's are."""
+
+    def call(self, ctx: ToolContext, name: str, raw: Any) -> ToolResult:
+        self.calls.append((name, raw))
+        rows = [{"id": f"t{i}", "cost": 0.002, "output": "x" * 1000} for i in range(6)]
+        data = {"matched": 30, "window_total": 100, "rows": rows}
+        return ToolResult(json.dumps(data), copy.deepcopy(data), [r["id"] for r in rows])
+
+
+def test_older_tool_results_are_sent_short_so_a_long_investigation_fits_the_token_bound(
+        acme: Tenant, monkeypatch: Any) -> None:
+    monkeypatch.setattr(loop, "tools", BigTools())
+    monkeypatch.setattr(loop, "service_key", lambda project: "sk-service")
+    gateway = use(monkeypatch, *[search] * 17, lambda body: call("record_finding", finding_from(
+        last(body, "search_traces") | {"step": 2}, trace_ids=["t1"])), finish)
+    gateway.script.count_prompt = True
+    r = report(acme, max_tokens=200_000, max_steps=25)
+    done = loop.investigate(r.pk)
+    assert done is not None and done.status == "succeeded", done.stop_reason
+    assert done.findings.count() == 1  # cites step 2, sent short by then
+    sent = [m for m in gateway.bodies[-1]["messages"] if m["role"] == "tool"]
+    short = [json.loads(m["content"]) for m in sent if "shortened" in m["content"]]
+    assert len(short) == len(sent) - loop.KEEP_FULL_TURNS and short[0]["matched"] == 30
+    assert short[0]["trace_ids"] == [f"t{i}" for i in range(6)] and short[0]["step"] == 2
+    stored = AgentStep.objects.get(report=r, index=2)
+    assert len(stored.result["rows"]) == 6 and "shortened" not in stored.result_digest  # the step keeps it whole
+    assert done.tokens_used < 180_000  # whole results resent every turn: over 250,000
