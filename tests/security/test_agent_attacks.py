@@ -501,6 +501,59 @@ def test_langfuse_metrics_queries_stay_in_the_window_and_the_views_whatever_the_
 
 # Regressions of R1's findings (notes/findings-R1.md) ----------------------------------------------
 
+DEEP = "[" * 3000 + "]" * 3000  # 6000 characters: under every length bound, past Python's recursion limit
+
+
+@pytest.mark.parametrize("turn", [
+    ("", [("portal_usage", DEEP)]),  # R1-1
+    ("", [("record_finding", '{"title": ' + DEEP + "}")]),
+    ("a\x00b", [("portal_usage", "{}")]),  # R1-2: the model's text
+    ("", [("portal_usage", '{"route": "a\\u0000b"}')]),  # its arguments
+    ("", [("no\x00tool", "{}")]),  # a tool name
+    ("", [("record_finding", json.dumps(finding(99, ["t"], 1, title="x\x00y")))]),  # a dropped finding's title
+], ids=["deep-data-tool", "deep-control", "nul-text", "nul-arguments", "nul-tool-name", "nul-finding"])
+def test_deep_json_or_a_nul_from_the_model_is_a_tool_error_not_a_failed_or_retried_report(
+        acme: Tenant, model: Any, turn: Turn) -> None:
+    model(turn, FINISH)
+    r = make_report(acme)
+    done = loop.investigate(r.pk)  # a DataError here would have the task retry (and pay for) the turn
+    assert done is not None
+    assert (done.status, done.error) == ("succeeded", ""), (done.status, done.error, done.stop_reason)
+    stored = list(AgentStep.objects.filter(report=r).values_list("content", "arguments", "tool_name", "error"))
+    assert not has_nul(stored)
+
+
+def has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    return isinstance(value, list | tuple) and any(has_nul(v) for v in value)
+
+
+def test_one_turn_runs_a_bounded_number_of_tool_calls(acme: Tenant, model: Any) -> None:  # R1-3
+    usage(acme, "acme-t0")
+    model(("", [("portal_usage", {"group_by": "day"})] * 300), FINISH)
+    r = make_report(acme, max_steps=1, max_seconds=10)
+    loop.investigate(r.pk)
+    ran = [s for s in tool_steps(r) if not s.error]
+    assert 1 <= len(ran) <= 20
+
+
+def test_follow_ups_share_the_reports_spend(acme: Tenant, model: Any) -> None:  # R1-4
+    model(*[("", [("portal_usage", {})])] * 10, cost=0.4)
+    r = make_report(acme, max_spend=Decimal("1.00"))
+    loop.investigate(r.pk)
+    for _ in range(3):
+        AgentMessage.objects.create(report=r, role="user", content="q")
+        loop.answer(AgentMessage.objects.create(report=r, role="assistant", status="queued").pk)
+    r.refresh_from_db()
+    assert r.cost <= r.max_spend + Decimal("0.4")  # one call may pass the bound, no more
+    ask = acme.client("owner").post(acme.url(f"projects/{acme.project.pk}/reports/{r.pk}/messages/"),
+                                    {"content": "more?"}, format="json")
+    assert ask.status_code == 400 and "content" in ask.json()
+
+
 def test_another_teams_usage_does_not_reach_a_member_through_a_report(acme: Tenant, model: Any) -> None:  # R1-5
     from gateway.services import keys
     from portal import services
