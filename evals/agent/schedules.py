@@ -8,22 +8,21 @@ than `alert_growth`. Nothing changed: no alert."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 from typing import Any
 
-from celery.schedules import crontab
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import PeriodicTask
 
 from evals.agent.models import AgentFinding, AgentReport, AgentSchedule
 from evals.lifecycle import STUCK_AFTER
 from evals.models import RunStatus
+from evals.services.beat import crontab_entry, parse_crontab, sync_entry
 from portal import audit
 from portal.access import Actor, system_actor
 from portal.exceptions import Conflict
@@ -48,12 +47,9 @@ LINKS = re.compile(r"(?i)\b(?:(https?|ftp)://|(www)\.|(mailto):)([^\s/?#]*)")
 def check_cron(cron: str) -> None:
     """A 5-field crontab (UTC) that fires at most hourly: one minute of the hour (each investigation may
     spend up to its max_spend; every minute would be 60 of them an hour)."""
-    parts = cron.split()
     try:
-        if len(parts) != 5:
-            raise ValueError
-        minutes = crontab(*parts).minute
-    except (ValueError, TypeError):
+        minutes = parse_crontab(cron).minute
+    except ValueError:
         raise ValidationError({"cron": "Not a 5-field crontab, e.g. '0 6 * * 1' (Mondays at 06:00 UTC)."}) from None
     if len(minutes) != 1:
         raise ValidationError({"cron": "At most hourly: give one minute of the hour, e.g. '0 * * * *' (hourly) "
@@ -68,17 +64,8 @@ def check_route(project: Project, schedule: AgentSchedule) -> None:
 
 
 def _sync_beat(schedule: AgentSchedule) -> None:
-    minute, hour, day_of_month, month, day_of_week = schedule.cron.split()
-    cron, _ = CrontabSchedule.objects.get_or_create(minute=minute, hour=hour, day_of_month=day_of_month,
-                                                    month_of_year=month, day_of_week=day_of_week, timezone="UTC")
-    fields = {"task": BEAT_TASK, "args": json.dumps([schedule.pk]), "queue": "evals",
-              "enabled": schedule.enabled, "crontab": cron, "interval": None}
-    if schedule.periodic_task is None:
-        schedule.periodic_task = PeriodicTask.objects.create(name=f"evals: agent schedule {schedule.pk}", **fields)
-        schedule.save(update_fields=["periodic_task"])
-    else:
-        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**fields)
-        PeriodicTask.objects.get(pk=schedule.periodic_task_id).save()  # bumps beat's change marker
+    sync_entry(schedule, name=f"evals: agent schedule {schedule.pk}", task=BEAT_TASK, queue="evals",
+               args=[schedule.pk], enabled=schedule.enabled, when=crontab_entry(schedule.cron))
 
 
 @transaction.atomic

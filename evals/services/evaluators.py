@@ -7,17 +7,17 @@ import json
 import logging
 from typing import Any
 
-from celery.schedules import crontab
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from evals.judge import template_problem
 from evals.lifecycle import STUCK_AFTER
 from evals.models import EvalRun, EvalSchedule, Evaluator, EvaluatorVersion, RunStatus
+from evals.services.beat import crontab_entry, parse_crontab, sync_entry
 from evals.templates import TEMPLATES, template
 from gateway.services.keys import usable_routes
 from portal import audit
@@ -116,11 +116,7 @@ def evaluator_update(*, actor: Actor, evaluator: Evaluator, data: dict[str, Any]
 
 def _beat_schedule(schedule: EvalSchedule) -> dict[str, Any]:
     if schedule.cron:
-        minute, hour, day_of_month, month, day_of_week = schedule.cron.split()
-        cron, _ = CrontabSchedule.objects.get_or_create(minute=minute, hour=hour, day_of_month=day_of_month,
-                                                        month_of_year=month, day_of_week=day_of_week,
-                                                        timezone="UTC")
-        return {"crontab": cron, "interval": None}
+        return crontab_entry(schedule.cron)
     interval, _ = IntervalSchedule.objects.get_or_create(every=schedule.interval_seconds, period="seconds")
     return {"interval": interval, "crontab": None}
 
@@ -149,12 +145,9 @@ def check_schedule(data: dict[str, Any]) -> None:
     if bool(cron) == bool(interval):
         raise ValidationError({"cron": "Give either a crontab ('cron') or 'interval_seconds'."})
     if cron:
-        parts = cron.split()
         try:
-            if len(parts) != 5:
-                raise ValueError
-            crontab(*parts)
-        except (ValueError, TypeError):
+            parse_crontab(cron)
+        except ValueError:
             raise ValidationError({"cron": "Not a 5-field crontab, e.g. '*/15 * * * *'."}) from None
     filters = data.get("filters") or {}
     unknown = set(filters) - set(FILTER_SHAPES)
@@ -170,14 +163,8 @@ def check_schedule(data: dict[str, Any]) -> None:
 def _sync_beat(schedule: EvalSchedule) -> None:
     from evals.tasks import run_schedule
 
-    fields = {"task": run_schedule.name, "args": json.dumps([schedule.pk]), "queue": run_schedule.queue,
-              "enabled": schedule.enabled, **_beat_schedule(schedule)}
-    if schedule.periodic_task is None:
-        schedule.periodic_task = PeriodicTask.objects.create(name=f"evals: schedule {schedule.pk}", **fields)
-        schedule.save(update_fields=["periodic_task"])
-    else:
-        PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(**fields)
-        PeriodicTask.objects.get(pk=schedule.periodic_task_id).save()  # bumps beat's change marker
+    sync_entry(schedule, name=f"evals: schedule {schedule.pk}", task=run_schedule.name, queue=run_schedule.queue,
+               args=[schedule.pk], enabled=schedule.enabled, when=_beat_schedule(schedule))
 
 
 @transaction.atomic
