@@ -59,7 +59,7 @@ def test_a_worker_survives_its_broker_restarting_under_a_running_task(tmp_path: 
     name = f"restart{uuid.uuid4().hex[:6]}"
     log = LOGS / f"worker-{name}.log"
     worker = start_worker(portal_env(server.url, database_url(), CELERY_BROKER_URL=broker), name)
-    app = Celery(broker=broker)
+    app = Celery(broker=broker, set_as_current=False)  # not the current app: the tests after this one send tasks through it
     try:
         until(lambda: "gateway.tasks.usage_consume[" in log.read_text(errors="replace"), 20, 0.2)
         server.restart(down_for=1.0)
