@@ -249,6 +249,8 @@ class Conversation:
                 r.route.name, messages, purpose="agent", tools=[*self.data_specs, *self.controls],
                 tool_choice="auto", max_tokens=max(256, min(CALL_MAX_TOKENS, r.max_tokens - r.tokens_used)))
         except GatewayCallError as exc:
+            if exc.status is None and self.remaining() <= 1.0:  # the call was cut at the time bound
+                raise Stop(f"time limit reached ({r.max_seconds} s)") from None
             if exc.budget:
                 raise Stop(f"the gateway refused the call: {exc}"[:300]) from None
             raise Stop(f"the model call failed: {exc}"[:300], error=str(exc)[:1000]) from None

@@ -524,3 +524,11 @@ def test_older_tool_results_are_sent_short_so_a_long_investigation_fits_the_toke
     stored = AgentStep.objects.get(report=r, index=2)
     assert len(stored.result["rows"]) == 6 and "shortened" not in stored.result_digest  # the step keeps it whole
     assert done.tokens_used < 180_000  # whole results resent every turn: over 250,000
+
+
+def test_a_model_call_cut_at_the_time_bound_is_a_time_stop(acme: Tenant, tools: Tools, monkeypatch: Any) -> None:
+    gateway = use(monkeypatch, search, finish)
+    gateway.fail = [GatewayCallError("The gateway did not answer (APITimeoutError).")]
+    monkeypatch.setattr(loop.Conversation, "elapsed", lambda self: 0.0 if gateway.fail else 9.5)
+    done = loop.investigate(report(acme, max_seconds=10).pk)
+    assert done is not None and done.status == "failed" and done.stop_reason == "time limit reached (10 s)"
