@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -410,11 +411,15 @@ def outcome(data: dict[str, Any]) -> tools.ToolResult:
     return tools.ToolResult(text=json.dumps(data), data=data, trace_ids=[])
 
 
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def clean(value: Any) -> Any:
     """What the model sent, fit to store and compare: every NUL (PostgreSQL refuses it in text and jsonb)
-    replaced by U+FFFD, in strings and in keys, at any depth. The one sanitiser of the loop."""
+    and every lone surrogate (JSON's "\\ud800": UTF-8 cannot encode it) replaced by U+FFFD, in strings and
+    in keys, at any depth. The one sanitiser of the loop."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {clean(k) if isinstance(k, str) else k: clean(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from evals.agent import loop
+from evals.agent import loop, tools
 from evals.agent.models import AgentFinding, AgentMessage, AgentReport, AgentSchedule, AgentStep
 from evals.gateway_client import Completion, ToolCall
 from gateway.models import UsageRecord
@@ -318,7 +318,6 @@ def test_the_service_key_and_the_langfuse_secret_reach_no_step_page_answer_or_lo
     its secret; neither shows in the steps, the report, the API, the page or the log, also when a tool fails
     on an unexpected error (its message is generic; the traceback stays in the log, without secrets)."""
     from evals import service_keys
-    from evals.agent import tools
     from tests.evals.test_agent_tools_world import put_trace
     from tests.factories import connect_langfuse
 
@@ -511,7 +510,12 @@ DEEP = "[" * 3000 + "]" * 3000  # 6000 characters: under every length bound, pas
     ("", [("portal_usage", '{"route": "a\\u0000b"}')]),  # its arguments
     ("", [("no\x00tool", "{}")]),  # a tool name
     ("", [("record_finding", json.dumps(finding(99, ["t"], 1, title="x\x00y")))]),  # a dropped finding's title
-], ids=["deep-data-tool", "deep-control", "nul-text", "nul-arguments", "nul-tool-name", "nul-finding"])
+    # R1-12: a lone surrogate, which JSON lets the model write and UTF-8 cannot encode
+    ("", [("portal_usage", '{"route": "\\ud800"}')]),
+    ("", [("record_finding", json.dumps(finding(99, ["t"], 1, title="x")).replace('"x"', '"x\\ud800"'))]),
+    ("", [("finish_report", '{"summary": "s\\udfff"}')]),
+], ids=["deep-data-tool", "deep-control", "nul-text", "nul-arguments", "nul-tool-name", "nul-finding",
+        "surrogate-arguments", "surrogate-finding", "surrogate-summary"])
 def test_deep_json_or_a_nul_from_the_model_is_a_tool_error_not_a_failed_or_retried_report(
         acme: Tenant, model: Any, turn: Turn) -> None:
     model(turn, FINISH)
@@ -524,11 +528,21 @@ def test_deep_json_or_a_nul_from_the_model_is_a_tool_error_not_a_failed_or_retri
 
 
 def has_nul(value: Any) -> bool:
+    """A NUL or a lone surrogate: what PostgreSQL or UTF-8 refuses."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value)
     if isinstance(value, dict):
         return any(has_nul(k) or has_nul(v) for k, v in value.items())
     return isinstance(value, list | tuple) and any(has_nul(v) for v in value)
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_time_at_the_calendars_edge_is_an_argument_error(acme: Tenant, moment: str) -> None:  # R1-10
+    now = timezone.now()
+    ctx = tools.ToolContext(project=acme.project, window_start=now - dt.timedelta(days=1), window_end=now,
+                            langfuse=None)
+    result = tools.call(ctx, "portal_usage", {"from": moment})
+    assert result.error.startswith("argument from"), result.error
 
 
 def test_one_turn_runs_a_bounded_number_of_tool_calls(acme: Tenant, model: Any) -> None:  # R1-3

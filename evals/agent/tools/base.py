@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -98,15 +99,19 @@ def not_finite(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number")
 
 
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def nul_or_not_finite(value: Any, where: str = "") -> str | None:
-    """Where `value` holds a string with NUL (PostgreSQL refuses it) or a NaN/infinite number, if anywhere."""
+    """Where `value` holds a string with NUL (PostgreSQL refuses it) or a lone surrogate (UTF-8 cannot encode
+    it), or a NaN/infinite number, if anywhere."""
     if isinstance(value, str):
-        return where or "(value)" if "\x00" in value else None
+        return where or "(value)" if UNSTORABLE.search(value) else None
     if isinstance(value, float):
         return where or "(value)" if not math.isfinite(value) else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        if isinstance(key, str) and "\x00" in key:
+        if isinstance(key, str) and UNSTORABLE.search(key):
             return where or "(name)"
         found = nul_or_not_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
         if found:
@@ -140,9 +145,12 @@ def iso(value: dt.datetime) -> str:
 def parse_time(value: str, name: str) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)  # at the calendar's edges an offset cannot be held: OverflowError
     except ValueError:
         raise ToolError(f"argument {name}: {value[:40]!r} is not an ISO 8601 time (2026-01-31T12:00:00Z)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        raise ToolError(f"argument {name}: {value[:40]!r} is outside the times the window can hold") from None
 
 
 @dataclass(frozen=True)
