@@ -141,6 +141,22 @@ def tags_of(result: Result | None) -> list[str]:
     return [t for t in tags or [] if isinstance(t, str)]
 
 
+NOTE = "outlier"
+
+
+def noted_outlier(messages: list[dict[str, Any]]) -> tuple[str, str, str, float] | None:
+    """The outlier this investigator wrote in its own earlier message (assistant messages are never shortened)."""
+    for m in messages:
+        text = str(m.get("content") or "") if m.get("role") == "assistant" else ""
+        if f'{{"{NOTE}": ' in text:
+            try:
+                evaluator, worst, best, rate = json.loads(text[text.index(f'{{"{NOTE}": '):])[NOTE]
+                return str(evaluator), str(worst), str(best), float(rate)
+            except (ValueError, TypeError):
+                return None
+    return None
+
+
 class Investigator:
     """`answer(body)` for LLMStandin: the next assistant message of an investigation."""
 
@@ -155,12 +171,12 @@ class Investigator:
         prompt_tokens = sum(len(str(m.get("content") or "")) for m in messages) // 4  # about a real tokenizer's
         done = results(messages)
         answering = any((t.get("function") or {}).get("name") == "answer" for t in body.get("tools") or [])
-        reply = self.follow_up(done) if answering else self.next(done)
+        reply = self.follow_up(done) if answering else self.next(done, messages)
         if isinstance(reply, dict):
             reply["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": 40 + 30 * len(reply["tool_calls"])}
         return reply
 
-    def next(self, done: dict[str, Result]) -> dict[str, Any]:
+    def next(self, done: dict[str, Result], messages: list[dict[str, Any]]) -> dict[str, Any]:
         if "scores" not in done:
             return turn(call("scores", "score_stats", group_by="route"), call("usage", "portal_usage", group_by="route"),
                         content="First the scores and the requests per route.")
@@ -168,13 +184,17 @@ class Investigator:
             calls = [call("errors", "search_traces", errors_only=True, limit=50),
                      call("unhelpful", "search_traces", scores=[{"evaluator": "helpfulness", "max": 1}], limit=50)]
             found = outlier(rows(done["scores"]))
+            note = ""
             if found:
-                evaluator, worst, best, _ = found
+                evaluator, worst, best, rate = found
                 calls += [call("routefail", "search_traces", route=worst,
                                scores=[{"evaluator": evaluator, "max": 0.5}], limit=50),
                           call("compare", "compare", measure="score", evaluator=evaluator, a={"route": best},
                                b={"route": worst})]
-            return turn(*calls, content="Following the outlier route, the errors and the least helpful answers.")
+                # an analyst writes down what it concluded: older tool results reach it shortened later
+                note = " " + json.dumps({NOTE: [evaluator, worst, best, rate]})
+            return turn(*calls, content="Following the outlier route, the errors and the least helpful answers."
+                        + note)
         if "readerr0" not in done and "readlow0" not in done:
             reads = [call(f"readerr{i}", "read_trace", trace_id=t) for i, t in enumerate(ids(done["errors"], 2))]
             reads += [call(f"readlow{i}", "read_trace", trace_id=t) for i, t in enumerate(ids(done["unhelpful"], 3))]
@@ -187,7 +207,7 @@ class Investigator:
             return turn(call("topic", "search_traces", tags=[topic], scores=[{"evaluator": "helpfulness", "max": 1}],
                              limit=50), content=f"The least helpful answers share the tag {topic}.")
         if "finding0" not in done and "finish" not in done:
-            findings = self.findings(done, topic)
+            findings = self.findings(done, topic, messages)
             if findings:
                 return turn(*findings, content="Recording what the data shows.")
         return turn(call("finish", "finish_report", summary=self.summary(done)), content="Done.")
@@ -213,7 +233,7 @@ class Investigator:
         common = collections.Counter(tags).most_common(1)
         return common[0][0] if common and common[0][1] >= 2 else None
 
-    def findings(self, done: dict[str, Result], topic: str | None) -> list[Call]:
+    def findings(self, done: dict[str, Result], topic: str | None, messages: list[dict[str, Any]]) -> list[Call]:
         out: list[Call] = []
 
         def finding(result: Result | None, reads: list[str], **fields: Any) -> None:
@@ -226,7 +246,7 @@ class Investigator:
             out.append(call(f"finding{len(out)}", "record_finding", count=count, trace_ids=cited, steps=steps,
                             **fields))
 
-        found = outlier(rows(done.get("scores"))) if "scores" in done else None
+        found = (outlier(rows(done.get("scores"))) if "scores" in done else None) or noted_outlier(messages)
         if found and "routefail" in done:
             evaluator, worst, best, rate = found
             finding(done["routefail"], ["readroute0"], title=f"{evaluator} fails on route {worst}",
