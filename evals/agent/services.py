@@ -19,12 +19,15 @@ from evals.models import RunStatus
 from gateway.models import ModelRoute
 from gateway.services.keys import usable_routes
 from portal.access import Actor
-from portal.models import Project
+from portal.exceptions import Conflict
+from portal.models import Organization, Project
 
 BOUNDS = ("max_steps", "max_tokens", "max_seconds", "max_spend")
 DEFAULT_WINDOW = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=90)
 MAX_QUESTION = 4000
+#: Investigations of one organization queued or running at once, on the `evals` workers every tenant shares.
+MAX_ACTIVE_REPORTS = 4
 BUSY = (RunStatus.QUEUED, RunStatus.RUNNING)
 LOST = "The agent stopped without finishing (its worker was lost)."
 
@@ -44,6 +47,17 @@ def window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datet
     return start, end
 
 
+def check_capacity(project: Project) -> None:
+    """At most MAX_ACTIVE_REPORTS investigations of an organization at once (409). Inside the caller's
+    transaction: the organization's row is locked, so that concurrent starts count each other."""
+    Organization.objects.select_for_update().filter(pk=project.organization_id).first()
+    busy = AgentReport.objects.filter(project__organization_id=project.organization_id, status__in=BUSY,
+                                      created_at__gte=timezone.now() - STUCK_AFTER)  # older: its worker died
+    if busy.count() >= MAX_ACTIVE_REPORTS:
+        raise Conflict(f"{MAX_ACTIVE_REPORTS} investigations of this organization are queued or running; wait for "
+                       "one to finish.")
+
+
 @transaction.atomic
 def report_create(*, actor: Actor, project: Project, route: ModelRoute, focus: str = "",
                   window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
@@ -58,6 +72,7 @@ def report_create(*, actor: Actor, project: Project, route: ModelRoute, focus: s
     if schedule is not None and schedule.project_id != project.pk:
         raise ValidationError({"schedule": "The schedule belongs to another project."})
     start, end = window(window_start, window_end)
+    check_capacity(project)
     values = {k: v for k, v in bounds.items() if v is not None}
     if "max_spend" in values:
         values["max_spend"] = Decimal(str(values["max_spend"]))

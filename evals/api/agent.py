@@ -69,7 +69,7 @@ class AgentReportViewSet(LangfuseLinks, mixins.ListModelMixin, mixins.RetrieveMo
     def get_serializer_class(self) -> Any:
         return s.AgentReportDetailSerializer if self.action == "retrieve" else s.AgentReportSerializer
 
-    @extend_schema(request=s.AgentReportRequestSerializer, responses={202: s.AgentReportSerializer})
+    @extend_schema(request=s.AgentReportRequestSerializer, responses={202: s.AgentReportSerializer, 409: BUSY})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Start an investigation of the project's traces, scores and usage in a window (default: the last
         7 days), bounded by steps, tokens, wall time and spend; it runs on a worker."""

@@ -604,3 +604,17 @@ def test_a_schedule_cannot_fire_every_minute(acme: Tenant) -> None:  # R1-6
         assert response.status_code == 400 and "cron" in response.json(), (cron, response.content)
     hourly = acme.client("owner").post(url, {"name": "hourly", "route": "chat", "cron": "0 * * * *"}, format="json")
     assert hourly.status_code == 201, hourly.content
+
+
+def test_an_organization_cannot_queue_unbounded_investigations(acme: Tenant) -> None:  # R1-11
+    """Investigations run on the `evals` workers every tenant shares: one organization queues at most
+    MAX_ACTIVE_REPORTS at once (409 after that), as evaluation and benchmark runs are bounded."""
+    from evals.agent.services import MAX_ACTIVE_REPORTS
+
+    url = acme.url(f"projects/{acme.project.pk}/reports/")
+    codes = [acme.client("owner").post(url, {"route": "chat"}, format="json").status_code
+             for _ in range(MAX_ACTIVE_REPORTS + 3)]
+    assert codes == [202] * MAX_ACTIVE_REPORTS + [409] * 3, codes
+    assert AgentReport.objects.filter(project=acme.project).count() == MAX_ACTIVE_REPORTS
+    AgentReport.objects.filter(project=acme.project).update(status="succeeded")  # they finish: room again
+    assert acme.client("owner").post(url, {"route": "chat"}, format="json").status_code == 202
