@@ -46,8 +46,9 @@ def make_agent(t: Tenant, *, status: str = "succeeded") -> Agent:
     LangfuseConnection.objects.get_or_create(project=t.project, defaults={
         "host": "https://langfuse.example", "public_key": f"pk-{slug}", "secret_encrypted": "",
         "langfuse_project_id": f"lfp-{slug}"})
-    schedule = AgentSchedule.objects.create(project=t.project, name=f"{slug}-weekly", route=t.route,
-                                            focus="refusals")
+    # tests.factories.make_evals (the fuzz tests call both) makes a schedule of this name too
+    schedule, _ = AgentSchedule.objects.get_or_create(project=t.project, name=f"{slug}-weekly",
+                                                      defaults={"route": t.route, "focus": "refusals"})
     now = timezone.now()
     report = AgentReport.objects.create(
         project=t.project, route=t.route, schedule=schedule, status=status, focus=f"{slug}: why do answers fail?",
