@@ -51,6 +51,19 @@ def start_worker(env: dict[str, str], name: str = "e2e") -> Worker:
     return worker  # it starts reading the usage stream itself, and each consumer hands over to the next
 
 
+def use_broker(url: str) -> str:
+    """Send this process's tasks to `url` from now on; returns the broker they went to before. Tasks sent by
+    earlier tests may have bound the producer pools to another broker: they are dropped."""
+    from portal.celery import app
+
+    previous = str(app.conf.broker_url)
+    app.conf.broker_url = url
+    kombu.pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+    return previous
+
+
 @pytest.fixture(scope="session")
 def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("e2e")
@@ -68,13 +81,7 @@ def e2e_stack(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: An
         for gw in gateways:
             gw.wait_ready()
         django_settings.CELERY_BROKER_URL = broker
-        from portal.celery import app
-
-        app.conf.broker_url = broker
-        # Tasks sent by earlier tests may have bound the producer pools to another broker.
-        kombu.pools.reset()
-        app._pool = None
-        app.amqp._producer_pool = None
+        use_broker(broker)
         worker = start_worker(env)
     stack = Stack(server, gateways, worker, env, langfuse)
     yield stack

@@ -159,7 +159,7 @@ def test_evaluation_runs_by_status(metrics_token: str, client: Client, acme: Ten
 
 def test_one_scrape_sums_every_gunicorn_worker_and_the_celery_worker(transactional_db: Any, tmp_path: Path,
                                                                       settings: Any) -> None:
-    from tests.e2e.stack import database_url
+    from tests.e2e.stack import database_url, use_broker
 
     directory = tmp_path / "prom"
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "METRICS_TOKEN": TOKEN,
@@ -179,9 +179,12 @@ def test_one_scrape_sums_every_gunicorn_worker_and_the_celery_worker(transaction
                 assert fresh.get(f"{url}/api/v1/no-such-endpoint/").status_code == 404
         from portal.celery import app
 
-        app.conf.broker_url = settings.REDIS_URL
-        result = app.send_task("gateway.tasks.sync_drain_outbox", queue="sync")
-        del result
+        # this test's worker reads REDIS_URL; an e2e stack started earlier in the session bound the pools to its own
+        previous = use_broker(settings.REDIS_URL)
+        try:
+            app.send_task("gateway.tasks.sync_drain_outbox", queue="sync")
+        finally:
+            use_broker(previous)
 
         def tasks_counted() -> bool:
             text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).text
