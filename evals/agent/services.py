@@ -50,7 +50,9 @@ def window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datet
 def check_capacity(project: Project) -> None:
     """At most MAX_ACTIVE_REPORTS investigations of an organization at once (409). Inside the caller's
     transaction: the organization's row is locked, so that concurrent starts count each other."""
-    Organization.objects.select_for_update().filter(pk=project.organization_id).first()
+    # FOR NO KEY UPDATE: starts count each other, and inserts that reference the organization (keys, usage)
+    # are not blocked by it (FOR UPDATE blocks their foreign-key checks: a deadlock with a worker's service key)
+    Organization.objects.select_for_update(no_key=True).filter(pk=project.organization_id).first()
     busy = AgentReport.objects.filter(project__organization_id=project.organization_id, status__in=BUSY,
                                       created_at__gte=timezone.now() - STUCK_AFTER)  # older: its worker died
     if busy.count() >= MAX_ACTIVE_REPORTS:
